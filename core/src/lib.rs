@@ -1,0 +1,23 @@
+//! draco-core: the pure heart of Draco. Every decision about codes, votes, suspects and
+//! aggregation lives here, without I/O or async, so it can be tested exhaustively.
+//!
+//! - [`scheme`]: the code parameters of a job (P, r, s, e) and their validation.
+//! - [`assignment`]: which partitions each worker holds, which samples each partition covers.
+//! - [`repetition`]: the repetition code's exact majority decoder with attribution.
+//! - [`cyclic`]: the cyclic code (encoder, Fourier decoder with erasures, blocks).
+//! - [`statistical`]: median-style aggregators for `code: none` and for comparisons.
+//! - [`attack`]: attack models for drills.
+//! - [`outcome`]: the result type every decoder and aggregator returns.
+
+pub mod assignment;
+pub mod attack;
+mod complex;
+pub mod cyclic;
+mod digest;
+pub mod outcome;
+mod parallel;
+pub mod repetition;
+pub mod scheme;
+pub mod statistical;
+
+pub use outcome::{DecodeFailure, Outcome, StepVerdict, SuspectReason, WorkerVerdict};
