@@ -262,3 +262,7 @@ fn sum_in_order(vectors: &[&[f32]], dim: usize) -> Vec<f32> {
     });
     out
 }
+
+#[cfg(test)]
+#[path = "repetition_tests.rs"]
+mod tests;
