@@ -89,13 +89,6 @@ pub struct Matrix {
 }
 
 impl Matrix {
-    pub fn zeros(rows: usize, cols: usize) -> Self {
-        Matrix {
-            rows,
-            cols,
-            data: vec![ZERO; rows * cols],
-        }
-    }
     pub fn from_fn(rows: usize, cols: usize, f: impl Fn(usize, usize) -> C64) -> Self {
         Matrix {
             rows,
@@ -256,7 +249,7 @@ mod tests {
             (x[0] - C64::new(1.0, 0.0)).abs() < 1e-6 && (x[1] - C64::new(1.0, 0.0)).abs() < 1e-6,
             "{x:?}"
         );
-        let zero = regularized_solve(&Matrix::zeros(2, 2), &[ZERO, ZERO]);
+        let zero = regularized_solve(&Matrix::from_fn(2, 2, |_, _| ZERO), &[ZERO, ZERO]);
         assert!(zero.iter().all(|v| v.is_finite()));
     }
 }

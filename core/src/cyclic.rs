@@ -13,8 +13,8 @@
 use std::f64::consts::PI;
 use std::ops::Range;
 
-use rand_chacha::ChaCha12Rng;
-use rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng, TryRngCore};
 
 use crate::complex::{C64, Matrix, ONE, ZERO, least_squares, regularized_solve};
 use crate::outcome::{DecodeFailure, Outcome, SuspectReason, WorkerVerdict};
@@ -179,9 +179,16 @@ impl CyclicDecoder {
     /// Decodes with two fresh secret projections drawn from the OS-seeded CSPRNG: a liar
     /// cannot aim for the null space of a direction chosen after its message arrived.
     pub fn decode<T: WireScalar>(&self, messages: &[Option<&[T]>]) -> Outcome<f64> {
-        let mut rng = ChaCha12Rng::from_os_rng();
-        let locate = random_direction(&mut rng, self.dim);
-        let verify = random_direction(&mut rng, self.dim);
+        let mut seeds = [[0u8; 32]; 2];
+        for seed in &mut seeds {
+            // Without OS entropy the projection would be guessable: refuse to run rather than
+            // decode with a predictable one.
+            rand_core::OsRng
+                .try_fill_bytes(seed)
+                .expect("the operating system's random source failed");
+        }
+        let locate = random_direction(seeds[0], self.dim);
+        let verify = random_direction(seeds[1], self.dim);
         self.decode_with(messages, &locate, &verify).0
     }
 
@@ -249,34 +256,75 @@ impl CyclicDecoder {
     }
 }
 
-/// A fresh direction with independent coordinates uniform in [-1, 1) (53 random bits each).
-fn random_direction(rng: &mut ChaCha12Rng, dim: usize) -> Vec<f64> {
-    (0..dim)
-        .map(|_| (rng.next_u64() >> 11) as f64 * (2.0 / (1u64 << 53) as f64) - 1.0)
-        .collect()
+/// A direction with independent coordinates uniform in (-1, 1), from ChaCha8 keyed by a secret
+/// seed. Each coordinate range uses its own ChaCha stream, so threads can fill it in parallel
+/// and the result does not depend on the thread count.
+fn random_direction(seed: [u8; 32], dim: usize) -> Vec<f64> {
+    const STREAM_LEN: usize = 1 << 14;
+    let mut out = vec![0.0; dim];
+    parallel::for_each_chunk_mut(&mut out, |offset, chunk| {
+        let mut pos = 0;
+        while pos < chunk.len() {
+            let index = offset + pos;
+            let take = (STREAM_LEN - index % STREAM_LEN).min(chunk.len() - pos);
+            let mut rng = ChaCha8Rng::from_seed(seed);
+            rng.set_stream((index / STREAM_LEN) as u64);
+            rng.set_word_pos((index % STREAM_LEN) as u128);
+            for x in &mut chunk[pos..pos + take] {
+                *x = (f64::from(rng.next_u32()) + 0.5) * (2.0 / 4_294_967_296.0) - 1.0;
+            }
+            pos += take;
+        }
+    });
+    out
 }
 
-/// (z . f, z . f2) for an interleaved complex vector z and real directions f, f2.
+/// (z . f, z . f2) for an interleaved complex vector z and real directions f, f2. Four
+/// independent partial sums per output keep the floating-point adders busy.
 fn project<T: WireScalar>(z: &[T], f: &[f64], f2: &[f64]) -> (C64, C64) {
-    let (mut a, mut b) = (ZERO, ZERO);
-    for ((pair, x), y) in z.chunks_exact(2).zip(f).zip(f2) {
-        let (re, im) = (pair[0].to_f64(), pair[1].to_f64());
-        a.re += re * x;
-        a.im += im * x;
-        b.re += re * y;
-        b.im += im * y;
+    const LANES: usize = 4;
+    let mut acc = [[0.0f64; 4]; LANES];
+    let pairs = z.len() / 2;
+    let whole = pairs - pairs % LANES;
+    for ((zs, fs), gs) in z[..2 * whole]
+        .chunks_exact(2 * LANES)
+        .zip(f.chunks_exact(LANES))
+        .zip(f2.chunks_exact(LANES))
+    {
+        for lane in 0..LANES {
+            let (re, im) = (zs[2 * lane].to_f64(), zs[2 * lane + 1].to_f64());
+            let a = &mut acc[lane];
+            a[0] += re * fs[lane];
+            a[1] += im * fs[lane];
+            a[2] += re * gs[lane];
+            a[3] += im * gs[lane];
+        }
     }
-    (a, b)
+    for k in whole..pairs {
+        let (re, im) = (z[2 * k].to_f64(), z[2 * k + 1].to_f64());
+        let a = &mut acc[0];
+        a[0] += re * f[k];
+        a[1] += im * f[k];
+        a[2] += re * f2[k];
+        a[3] += im * f2[k];
+    }
+    let total = |i: usize| acc.iter().map(|a| a[i]).sum::<f64>();
+    (C64::new(total(0), total(1)), C64::new(total(2), total(3)))
 }
 
-/// total += Re(sum_h v_h z_h), in parallel over coordinate ranges.
+/// total += Re(sum_h v_h z_h), in parallel over coordinate ranges; row by row over cache-sized
+/// chunks so each inner loop is a simple streaming multiply-add.
 fn accumulate_real_part<T: WireScalar>(total: &mut [f64], rows: &[(C64, &[T])]) {
-    parallel::for_each_chunk_mut(total, |offset, chunk| {
-        for (k, out) in chunk.iter_mut().enumerate() {
-            let at = 2 * (offset + k);
-            *out += rows.iter().fold(0.0, |acc, (v, z)| {
-                acc + v.re * z[at].to_f64() - v.im * z[at + 1].to_f64()
-            });
+    const CHUNK: usize = 2048;
+    parallel::for_each_chunk_mut(total, |offset, part| {
+        for (c, out) in part.chunks_mut(CHUNK).enumerate() {
+            let start = offset + c * CHUNK;
+            for (v, z) in rows {
+                let zs = &z[2 * start..2 * (start + out.len())];
+                for (o, pair) in out.iter_mut().zip(zs.chunks_exact(2)) {
+                    *o += v.re * pair[0].to_f64() - v.im * pair[1].to_f64();
+                }
+            }
         }
     });
 }

@@ -529,3 +529,15 @@ fn complex64_precision_envelope() {
         }
     }
 }
+
+#[test]
+fn random_direction_is_independent_of_chunking() {
+    let seed = [7u8; 32];
+    let long = random_direction(seed, 200_000);
+    let short = random_direction(seed, 20_000);
+    assert_eq!(&long[..20_000], &short[..]);
+    assert!(long.iter().all(|x| x.abs() < 1.0));
+    assert_ne!(random_direction([8u8; 32], 16), short[..16].to_vec());
+    let mean = long.iter().sum::<f64>() / long.len() as f64;
+    assert!(mean.abs() < 0.01, "mean {mean}");
+}

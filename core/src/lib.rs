@@ -5,6 +5,7 @@
 //! - [`assignment`]: which partitions each worker holds, which samples each partition covers.
 //! - [`repetition`]: the repetition code's exact majority decoder with attribution.
 //! - [`cyclic`]: the cyclic code (encoder, Fourier decoder with erasures, blocks).
+//! - [`decoder`]: the one entry point the PS uses, whatever the scheme.
 //! - [`statistical`]: median-style aggregators for `code: none` and for comparisons.
 //! - [`attack`]: attack models for drills.
 //! - [`outcome`]: the result type every decoder and aggregator returns.
@@ -13,6 +14,7 @@ pub mod assignment;
 pub mod attack;
 mod complex;
 pub mod cyclic;
+pub mod decoder;
 mod digest;
 pub mod outcome;
 mod parallel;
@@ -20,4 +22,5 @@ pub mod repetition;
 pub mod scheme;
 pub mod statistical;
 
+pub use decoder::StepDecoder;
 pub use outcome::{DecodeFailure, Outcome, StepVerdict, SuspectReason, WorkerVerdict};

@@ -14,6 +14,16 @@ pub fn threads_for(len: usize) -> usize {
         .max(1)
 }
 
+/// Splits 0..len into one contiguous range per thread that is worth using.
+pub fn split(len: usize) -> Vec<std::ops::Range<usize>> {
+    let threads = threads_for(len);
+    let per = len.div_ceil(threads).max(1);
+    (0..len)
+        .step_by(per)
+        .map(|start| start..(start + per).min(len))
+        .collect()
+}
+
 /// Runs `work(offset, chunk)` over disjoint chunks of `out`, in parallel when `out` is large.
 pub fn for_each_chunk_mut<T: Send>(out: &mut [T], work: impl Fn(usize, &mut [T]) + Sync) {
     let threads = threads_for(out.len());

@@ -73,27 +73,80 @@ impl RepetitionDecoder {
     /// Digests are computed in parallel; the vectors are only borrowed.
     pub fn decode(&self, messages: &[Option<&[f32]>]) -> Outcome<f32> {
         assert_eq!(messages.len(), self.workers(), "one slot per worker");
-        let digests = parallel::map_items(messages, self.dim, |m| {
-            m.filter(|v| v.len() == self.dim).map(digest_f32)
-        });
+        let usable: Vec<Option<&[f32]>> = messages
+            .iter()
+            .map(|m| m.filter(|v| v.len() == self.dim))
+            .collect();
+        // Each thread sorts the members into classes of identical vectors over its own range of
+        // coordinates; members are identical over the whole vector iff they share a class in
+        // every range.
+        let ranges = parallel::split(self.dim);
+        let labels = parallel::map_items(
+            &ranges,
+            self.dim * messages.len() / ranges.len().max(1),
+            |range| self.identical_classes(&usable, range.clone()),
+        );
         let mut tally = self.tally();
-        // Groups are independent: confirm their buckets in parallel.
-        let group_ids: Vec<usize> = (0..self.groups.len()).collect();
-        tally.groups = parallel::map_items(&group_ids, self.dim * self.groups[0].len(), |&g| {
-            let mut buckets = Vec::new();
-            for j in self.groups[g].clone() {
-                if let (Some(msg), Some(digest)) = (messages[j], digests[j]) {
-                    insert_vote(&mut buckets, j, digest, msg, |k| {
-                        messages[k].unwrap_or_default()
-                    });
+        for (g, group) in self.groups.iter().enumerate() {
+            let mut keys: Vec<Vec<usize>> = Vec::new();
+            for j in group.clone().filter(|&j| usable[j].is_some()) {
+                let key: Vec<usize> = labels.iter().map(|l| l[j]).collect();
+                match keys.iter().position(|k| *k == key) {
+                    Some(b) => tally.groups[g][b].members.push(j),
+                    None => {
+                        keys.push(key);
+                        // Batch decoding never takes later votes, so the digest goes unused.
+                        tally.groups[g].push(Bucket {
+                            digest: 0,
+                            members: vec![j],
+                        });
+                    }
                 }
             }
-            buckets
-        });
+        }
         for (j, m) in messages.iter().enumerate() {
             tally.malformed[j] = m.is_some_and(|v| v.len() != self.dim);
         }
         tally.finish(messages)
+    }
+
+    /// For each worker, the lowest rank of its group whose vector equals its own on `range`.
+    /// Works through cache-sized chunks: each chunk of each member is read from memory once,
+    /// digested, and confirmed bytewise against the first member with the same class and
+    /// digest while still in cache. Classes only ever split as chunks are added.
+    fn identical_classes(&self, messages: &[Option<&[f32]>], range: Range<usize>) -> Vec<usize> {
+        const CHUNK: usize = 4096;
+        let mut label: Vec<usize> = (0..messages.len()).collect();
+        for group in &self.groups {
+            let present: Vec<usize> = group.clone().filter(|&j| messages[j].is_some()).collect();
+            let Some(&first) = present.first() else {
+                continue;
+            };
+            present.iter().for_each(|&j| label[j] = first);
+            let mut digests = vec![0u64; present.len()];
+            let mut next = vec![0usize; present.len()];
+            let mut start = range.start;
+            while start < range.end {
+                let chunk = start..(start + CHUNK).min(range.end);
+                let bytes = |j: usize| &messages[j].expect("present")[chunk.clone()];
+                for (slot, &j) in present.iter().enumerate() {
+                    digests[slot] = digest_f32(bytes(j));
+                    next[slot] = (0..slot)
+                        .find(|&earlier| {
+                            let e = present[earlier];
+                            label[e] == label[j]
+                                && digests[earlier] == digests[slot]
+                                && bits_equal(bytes(e), bytes(j))
+                        })
+                        .map_or(j, |earlier| next[earlier]);
+                }
+                for (slot, &j) in present.iter().enumerate() {
+                    label[j] = next[slot];
+                }
+                start = chunk.end;
+            }
+        }
+        label
     }
 }
 

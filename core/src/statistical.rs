@@ -1269,23 +1269,4 @@ mod tests {
             }
         }
     }
-
-    #[test]
-    #[ignore]
-    fn temporary_timing() {
-        let (n, d) = (15usize, 4_000_000usize);
-        let vectors: Vec<Vec<f32>> = (0..n)
-            .map(|j| {
-                (0..d)
-                    .map(|i| ((i * 31 + j * 17) % 97) as f32 * 0.01)
-                    .collect()
-            })
-            .collect();
-        for rule in Aggregator::ALL {
-            let start = std::time::Instant::now();
-            let outcome = run(rule, &vectors, 3);
-            assert!(outcome.aggregate.is_ok());
-            eprintln!("{:>18} {:?}", rule.as_str(), start.elapsed());
-        }
-    }
 }
