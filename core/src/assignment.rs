@@ -150,7 +150,7 @@ impl BatchPlan {
             let mut order: Vec<u32> = (0..self.dataset_len as u32).collect();
             let mut rng = SplitMix64(self.seed ^ epoch.wrapping_mul(0xD1B5_4A32_D192_ED03));
             for i in (1..order.len()).rev() {
-                let j = (rng.next() % (i as u64 + 1)) as usize;
+                let j = (rng.next_u64() % (i as u64 + 1)) as usize;
                 order.swap(i, j);
             }
             self.cached_epoch = Some((epoch, order));
@@ -164,7 +164,7 @@ impl BatchPlan {
 pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

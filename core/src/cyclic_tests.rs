@@ -63,7 +63,7 @@ fn corrupt<T: WireScalar>(z: &mut [T], family: usize, rng: &mut ChaCha8Rng) {
 }
 
 fn decoder(n: usize, r: usize, s: usize, d: usize) -> CyclicDecoder {
-    CyclicDecoder::new(&[0..n], r, s, d)
+    CyclicDecoder::new(std::slice::from_ref(&(0..n)), r, s, d)
 }
 
 fn as_slots<T>(msgs: &[Vec<T>]) -> Vec<Option<&[T]>> {

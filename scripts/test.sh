@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The project's one test command (README "Run the tests"; .ci/run calls exactly this).
+# Format check, clippy with warnings denied, then every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
