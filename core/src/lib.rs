@@ -8,6 +8,7 @@
 //! - [`decoder`]: the one entry point the PS uses, whatever the scheme.
 //! - [`statistical`]: median-style aggregators for `code: none` and for comparisons.
 //! - [`attack`]: attack models for drills.
+//! - [`job`]: the runtime job configuration shared by the PS, workers and local runner.
 //! - [`outcome`]: the result type every decoder and aggregator returns.
 
 pub mod assignment;
@@ -16,6 +17,7 @@ mod complex;
 pub mod cyclic;
 pub mod decoder;
 mod digest;
+pub mod job;
 pub mod outcome;
 mod parallel;
 pub mod repetition;

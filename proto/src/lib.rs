@@ -1,0 +1,14 @@
+//! draco-proto: the generated gRPC code for `draco.proto` (nothing else lives here).
+
+#![allow(clippy::all)]
+
+pub mod v1 {
+    tonic::include_proto!("draco.v1");
+}
+
+/// Metadata key carrying the worker's rank.
+pub const RANK_HEADER: &str = "draco-rank";
+/// Metadata key carrying `Bearer <token>`.
+pub const AUTH_HEADER: &str = "authorization";
+/// f32 values per chunk on the wire: 1 MiB of payload, a quarter of gRPC's default limit.
+pub const CHUNK_VALUES: usize = 256 * 1024;
