@@ -281,13 +281,36 @@ impl Evaluator {
     }
 }
 
-/// Initial parameters for a job: the same for every process given the same seed.
+/// Initial parameters for a job: uniform in +-1/sqrt(fan_in) (the usual default for dense
+/// and convolution layers), drawn from SplitMix64 seeded by the job seed. Independent of
+/// burn's global RNG, so every process (and every test thread) gets the same vector.
 pub fn initial_parameters(architecture: &Architecture, shape: [usize; 3], classes: usize, seed: u64) -> (Vec<f32>, Layout) {
     #[allow(deprecated)]
     let device = Device::ndarray();
-    device.seed(seed);
-    let network = Network::new(architecture, shape, classes, &device);
-    (network.parameters(), network.layout())
+    let layout = Network::new(architecture, shape, classes, &device).layout();
+    let mut state = seed ^ 0x6A09_E667_F3BC_C908;
+    let mut next_unit = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    };
+    let mut params = Vec::with_capacity(layout.len());
+    let mut fan_in = 1usize;
+    for (_, dims, _) in &layout.entries {
+        // Linear weights are [d_in, d_out]; conv weights [out, in, kh, kw]; a bias follows its
+        // weight and shares its fan-in.
+        fan_in = match dims.len() {
+            2 => dims[0],
+            4 => dims[1] * dims[2] * dims[3],
+            _ => fan_in,
+        };
+        let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+        let count: usize = dims.iter().product();
+        params.extend((0..count).map(|_| (next_unit() * bound) as f32));
+    }
+    (params, layout)
 }
 
 #[cfg(test)]
