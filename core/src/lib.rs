@@ -10,6 +10,7 @@
 //! - [`attack`]: attack models for drills.
 //! - [`job`]: the runtime job configuration shared by the PS, workers and local runner.
 //! - [`outcome`]: the result type every decoder and aggregator returns.
+//! - [`optimizer`]: SGD (momentum, weight decay) and Adam on the flat parameter vector.
 
 pub mod assignment;
 pub mod attack;
@@ -18,6 +19,7 @@ pub mod cyclic;
 pub mod decoder;
 mod digest;
 pub mod job;
+pub mod optimizer;
 pub mod outcome;
 mod parallel;
 pub mod repetition;

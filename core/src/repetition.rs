@@ -41,8 +41,8 @@ pub enum GroupState {
 /// `is_final` the PS can decode without waiting for the slowest members, and late vectors can
 /// still be offered so their senders get a verdict.
 #[derive(Clone, Debug)]
-pub struct Tally<'d> {
-    decoder: &'d RepetitionDecoder,
+pub struct Tally {
+    decoder: RepetitionDecoder,
     groups: Vec<Vec<Bucket>>,
     malformed: Vec<bool>,
 }
@@ -61,9 +61,9 @@ impl RepetitionDecoder {
         self.groups.last().map_or(0, |g| g.end)
     }
 
-    pub fn tally(&self) -> Tally<'_> {
+    pub fn tally(&self) -> Tally {
         Tally {
-            decoder: self,
+            decoder: self.clone(),
             groups: vec![Vec::new(); self.groups.len()],
             malformed: vec![false; self.workers()],
         }
@@ -171,7 +171,7 @@ fn insert_vote<'a>(
     }
 }
 
-impl Tally<'_> {
+impl Tally {
     /// Records worker `j`'s vector. `vector_of(k)` must return the vector already offered by
     /// worker k of the same group (used to confirm equality bytewise). A vector of the wrong
     /// length is recorded as malformed and does not vote. Offering the same worker twice is
@@ -210,7 +210,7 @@ impl Tally<'_> {
 
     /// Decodes from the vectors offered so far (`messages[j]` must be what worker j offered).
     pub fn finish(&self, messages: &[Option<&[f32]>]) -> Outcome<f32> {
-        let d = self.decoder;
+        let d = &self.decoder;
         let quorum = d.byzantine_tolerance + 1;
         let mut workers = vec![WorkerVerdict::Missing; d.workers()];
         let mut winners = Vec::with_capacity(self.groups.len());

@@ -1,0 +1,292 @@
+//! The gRPC service: authenticates every call (rank + per-rank token, constant-time compare),
+//! serves parameters in chunks, and accepts at most one coded gradient per (incarnation, rank,
+//! step), checking sizes and chunk offsets before allocating. Every rejection is a clear
+//! status naming expected vs received, and a counted reason; the server keeps serving.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use draco_proto::v1::parameter_server_server::ParameterServer;
+use draco_proto::v1::{FetchRequest, GradientChunk, JoinReply, JoinRequest, ParameterChunk, PushReply};
+use draco_proto::{AUTH_HEADER, CHUNK_VALUES, RANK_HEADER};
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::Shared;
+
+/// Why a request was refused: the `reason` label of `draco_rejected_messages_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    Unauthenticated,
+    UnknownRank,
+    LayoutMismatch,
+    WrongIncarnation,
+    StaleStep,
+    FutureStep,
+    Duplicate,
+    WrongLength,
+    BadChunk,
+    EmptyStream,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 10] = [
+        Rejection::Unauthenticated,
+        Rejection::UnknownRank,
+        Rejection::LayoutMismatch,
+        Rejection::WrongIncarnation,
+        Rejection::StaleStep,
+        Rejection::FutureStep,
+        Rejection::Duplicate,
+        Rejection::WrongLength,
+        Rejection::BadChunk,
+        Rejection::EmptyStream,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::Unauthenticated => "unauthenticated",
+            Rejection::UnknownRank => "unknown_rank",
+            Rejection::LayoutMismatch => "layout_mismatch",
+            Rejection::WrongIncarnation => "wrong_incarnation",
+            Rejection::StaleStep => "stale_step",
+            Rejection::FutureStep => "future_step",
+            Rejection::Duplicate => "duplicate",
+            Rejection::WrongLength => "wrong_length",
+            Rejection::BadChunk => "bad_chunk",
+            Rejection::EmptyStream => "empty_stream",
+        }
+    }
+
+    fn code(self) -> tonic::Code {
+        match self {
+            Rejection::Unauthenticated => tonic::Code::Unauthenticated,
+            Rejection::UnknownRank => tonic::Code::PermissionDenied,
+            Rejection::WrongIncarnation | Rejection::StaleStep | Rejection::LayoutMismatch => tonic::Code::FailedPrecondition,
+            Rejection::FutureStep => tonic::Code::OutOfRange,
+            Rejection::Duplicate => tonic::Code::AlreadyExists,
+            Rejection::WrongLength | Rejection::BadChunk | Rejection::EmptyStream => tonic::Code::InvalidArgument,
+        }
+    }
+}
+
+pub struct Service {
+    pub shared: Arc<Shared>,
+}
+
+impl Service {
+    fn reject(&self, why: Rejection, message: String) -> Status {
+        self.shared.metrics.rejected.with_label_values(&[why.as_str()]).inc();
+        tracing::debug!(reason = why.as_str(), "{message}");
+        Status::new(why.code(), format!("{}: {message}", why.as_str()))
+    }
+
+    /// The caller's rank, if its token matches that rank's.
+    fn authenticate<T>(&self, request: &Request<T>) -> Result<usize, Status> {
+        let meta = request.metadata();
+        let rank_text = meta.get(RANK_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let workers = self.shared.tokens.len();
+        let rank: usize = rank_text
+            .parse()
+            .map_err(|_| self.reject(Rejection::UnknownRank, format!("metadata {RANK_HEADER} must be a rank 0..{}, got {rank_text:?}", workers - 1)))?;
+        if rank >= workers {
+            return Err(self.reject(Rejection::UnknownRank, format!("rank {rank} is not in this job's 0..{}", workers - 1)));
+        }
+        let presented = meta.get(AUTH_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+        if !constant_time_eq(presented.as_bytes(), self.shared.tokens[rank].as_bytes()) {
+            return Err(self.reject(Rejection::Unauthenticated, format!("the token presented is not rank {rank}'s")));
+        }
+        Ok(rank)
+    }
+}
+
+/// Compares two secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<ParameterChunk, Status>> + Send>>;
+
+fn f32_bytes(values: &[f32]) -> Bytes {
+    let mut out = Vec::with_capacity(values.len() * 4);
+    values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+    Bytes::from(out)
+}
+
+#[tonic::async_trait]
+impl ParameterServer for Service {
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
+        let rank = self.authenticate(&request)?;
+        let req = request.into_inner();
+        let s = &self.shared;
+        if req.layout_digest != s.layout_digest || req.param_count != s.param_count as u64 {
+            return Err(self.reject(
+                Rejection::LayoutMismatch,
+                format!(
+                    "rank {rank} built a model with {} parameters (layout {:#x}); this job's has {} (layout {:#x})",
+                    req.param_count, req.layout_digest, s.param_count, s.layout_digest
+                ),
+            ));
+        }
+        let published = s.published.borrow().clone();
+        tracing::info!(rank, step = published.step, "worker joined");
+        Ok(Response::new(JoinReply {
+            incarnation: s.incarnation.clone(),
+            step: published.step,
+            world_size: s.tokens.len() as u32,
+            param_count: s.param_count as u64,
+            message_len: s.message_len as u64,
+            finished: published.finished,
+        }))
+    }
+
+    type FetchParametersStream = ChunkStream;
+
+    async fn fetch_parameters(&self, request: Request<FetchRequest>) -> Result<Response<ChunkStream>, Status> {
+        self.authenticate(&request)?;
+        let wanted = request.into_inner().step;
+        let mut rx = self.shared.published.subscribe();
+        // Long-poll: wait while the PS is still on an earlier step.
+        let published = loop {
+            let current = rx.borrow_and_update().clone();
+            if current.step >= wanted || current.finished {
+                break current;
+            }
+            if rx.changed().await.is_err() {
+                return Err(Status::unavailable("the parameter server is shutting down"));
+            }
+        };
+        let total = published.params.len() as u64;
+        let chunks: Vec<Result<ParameterChunk, Status>> = published
+            .params
+            .chunks(CHUNK_VALUES)
+            .enumerate()
+            .map(|(i, c)| {
+                Ok(ParameterChunk {
+                    step: published.step,
+                    offset: (i * CHUNK_VALUES) as u64,
+                    total,
+                    data: f32_bytes(c),
+                    finished: published.finished,
+                })
+            })
+            .collect();
+        let chunks = if chunks.is_empty() {
+            vec![Ok(ParameterChunk { step: published.step, offset: 0, total, data: Bytes::new(), finished: published.finished })]
+        } else {
+            chunks
+        };
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
+    async fn push_gradient(&self, request: Request<Streaming<GradientChunk>>) -> Result<Response<PushReply>, Status> {
+        let rank = self.authenticate(&request)?;
+        let s = &self.shared;
+        let mut stream = request.into_inner();
+        let first = match stream.next().await {
+            Some(Ok(chunk)) => chunk,
+            Some(Err(status)) => return Err(status),
+            None => return Err(self.reject(Rejection::EmptyStream, format!("rank {rank} sent a gradient stream with no chunk"))),
+        };
+        if first.incarnation != s.incarnation {
+            return Err(self.reject(
+                Rejection::WrongIncarnation,
+                format!("rank {rank} pushed for incarnation {:?}, the PS is {:?}: join again", first.incarnation, s.incarnation),
+            ));
+        }
+        let step = first.step;
+        self.check_step(rank, step)?;
+        if first.total != s.message_len as u64 {
+            return Err(self.reject(
+                Rejection::WrongLength,
+                format!("rank {rank} declared {} values for step {step}, expected {}", first.total, s.message_len),
+            ));
+        }
+        // Sizes checked: now the buffer may be allocated.
+        let mut message: Vec<f32> = Vec::with_capacity(s.message_len);
+        let mut loss = first.loss;
+        let mut next = Some(first);
+        while let Some(chunk) = next.take() {
+            if chunk.step != step || chunk.total != s.message_len as u64 || chunk.incarnation != s.incarnation {
+                return Err(self.reject(Rejection::BadChunk, format!("rank {rank}: a chunk changed step, total or incarnation mid-stream")));
+            }
+            if chunk.offset != message.len() as u64 {
+                return Err(self.reject(
+                    Rejection::BadChunk,
+                    format!("rank {rank}: chunk at offset {} but {} values received so far (overlap or gap)", chunk.offset, message.len()),
+                ));
+            }
+            if chunk.data.len() % 4 != 0 || message.len() + chunk.data.len() / 4 > s.message_len {
+                return Err(self.reject(
+                    Rejection::BadChunk,
+                    format!(
+                        "rank {rank}: chunk of {} bytes at offset {} does not fit the {}-value message",
+                        chunk.data.len(),
+                        chunk.offset,
+                        s.message_len
+                    ),
+                ));
+            }
+            message.extend(chunk.data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+            if chunk.loss != 0.0 {
+                loss = chunk.loss;
+            }
+            next = match stream.next().await {
+                Some(Ok(c)) => Some(c),
+                Some(Err(status)) => return Err(status),
+                None => None,
+            };
+        }
+        if message.len() != s.message_len {
+            return Err(self.reject(
+                Rejection::WrongLength,
+                format!("rank {rank} sent {} values for step {step}, expected {}", message.len(), s.message_len),
+            ));
+        }
+        let bytes = message.len() * 4;
+        let decoded_before = s.published.borrow().step > step;
+        {
+            let mut round = s.round.lock().expect("round lock");
+            if round.step != step {
+                drop(round);
+                return Err(self.stale_or_future(rank, step));
+            }
+            if round.has(rank) {
+                return Err(self.reject(Rejection::Duplicate, format!("rank {rank} already contributed to step {step}")));
+            }
+            round.insert(rank, message, loss);
+        }
+        s.metrics.gradient_bytes.inc_by(bytes as u64);
+        s.metrics.messages.with_label_values(&[&rank.to_string()]).inc();
+        s.arrivals.notify_one();
+        Ok(Response::new(PushReply { step, decoded: decoded_before }))
+    }
+}
+
+impl Service {
+    /// Refuses anything but the step being gathered, before the body is read.
+    fn check_step(&self, rank: usize, step: u64) -> Result<(), Status> {
+        let round = self.shared.round.lock().expect("round lock");
+        if round.step != step {
+            drop(round);
+            return Err(self.stale_or_future(rank, step));
+        }
+        if round.has(rank) {
+            return Err(self.reject(Rejection::Duplicate, format!("rank {rank} already contributed to step {step}")));
+        }
+        Ok(())
+    }
+
+    fn stale_or_future(&self, rank: usize, step: u64) -> Status {
+        let current = self.shared.round.lock().expect("round lock").step;
+        if step < current {
+            self.reject(Rejection::StaleStep, format!("rank {rank} pushed step {step}, the PS is gathering step {current}"))
+        } else {
+            self.reject(Rejection::FutureStep, format!("rank {rank} pushed step {step}, the PS is gathering step {current}"))
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! draco-ps: the parameter server. Publishes parameters, gathers coded gradients until the
+//! code can decode (or the straggler timeout fires), decodes with draco-core, applies the
+//! optimizer, evaluates, checkpoints, and reports everything on HTTP.
+
+pub mod checkpoint;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+mod round;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use draco_core::decoder::StepDecoder;
+use draco_core::job::JobConfig;
+use draco_core::optimizer::Optimizer;
+use draco_core::{Outcome, StepVerdict, WorkerVerdict};
+use draco_model::{Evaluator, Split};
+use draco_proto::v1::parameter_server_server::ParameterServerServer;
+use tokio::sync::{Notify, watch};
+
+use checkpoint::Checkpoint;
+use metrics::Metrics;
+use round::Round;
+use status::{Phase, Status, params_digest};
+
+/// Largest gRPC message accepted: a chunk is 1 MiB of payload; leave room for framing.
+const MAX_GRPC_MESSAGE: usize = 4 * 1024 * 1024;
+
+pub struct PsOptions {
+    pub job: JobConfig,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// One secret token per rank.
+    pub tokens: Vec<String>,
+    pub checkpoint_dir: Option<PathBuf>,
+    /// How long to keep serving after the last step so workers learn the job is over.
+    pub linger: Duration,
+}
+
+/// The parameters workers fetch for a step.
+#[derive(Clone, Debug)]
+pub struct Published {
+    pub step: u64,
+    pub params: Arc<Vec<f32>>,
+    pub finished: bool,
+}
+
+/// State shared by the gRPC service, the HTTP endpoints and the step loop.
+pub struct Shared {
+    pub tokens: Vec<String>,
+    pub incarnation: String,
+    pub message_len: usize,
+    pub param_count: usize,
+    pub layout_digest: u64,
+    pub metrics: Metrics,
+    pub published: watch::Sender<Published>,
+    pub(crate) round: Mutex<Round>,
+    pub arrivals: Notify,
+    pub status: Mutex<Status>,
+    pub ready: AtomicBool,
+}
+
+fn random_hex(bytes: usize) -> String {
+    use rand_core::TryRngCore;
+    let mut buf = vec![0u8; bytes];
+    rand_core::OsRng.try_fill_bytes(&mut buf).expect("the operating system's random source failed");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs the PS until the job's last step is done (then lingers) or `shutdown` resolves.
+pub async fn run(opts: PsOptions, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<Status> {
+    let job = opts.job.clone();
+    job.validate().context("invalid job")?;
+    anyhow::ensure!(opts.tokens.len() == job.scheme.workers, "{} tokens for {} workers", opts.tokens.len(), job.scheme.workers);
+    let architecture = draco_model::architecture(&job.model);
+    let test_set = draco_model::load_dataset(&job.dataset, Split::Test, job.training.seed)?;
+    let (initial, layout) = draco_model::initial_parameters(&architecture, test_set.shape, test_set.classes, job.training.seed);
+    let dim = initial.len();
+    let message_len = StepDecoder::message_len(job.scheme.code, dim);
+    let decoder = Arc::new(StepDecoder::new(&job.scheme, job.aggregator, dim)?);
+    let mut optimizer = Optimizer::new(&job.training.optimizer, dim);
+    let mut params = initial;
+    let mut step = 0;
+    if let Some(dir) = &opts.checkpoint_dir
+        && let Some(ck) = Checkpoint::load(dir, dim).map_err(anyhow::Error::msg)?
+    {
+        anyhow::ensure!(ck.layout_digest == layout.digest(), "{}: checkpoint of a different model", checkpoint::path(dir).display());
+        optimizer.restore(ck.optimizer_first, ck.optimizer_second, ck.optimizer_updates).map_err(anyhow::Error::msg)?;
+        params = ck.params;
+        step = ck.step;
+        tracing::info!(step, "resumed from checkpoint");
+    }
+    let metrics = Metrics::new(job.scheme.workers, job.scheme.redundancy);
+    metrics.resumed_from_step.set(step as i64);
+    metrics.step.set(step as i64);
+    let incarnation = random_hex(8);
+    let status = Status {
+        job: job.name.clone(),
+        phase: Phase::Starting,
+        message: String::new(),
+        incarnation: incarnation.clone(),
+        step,
+        total_steps: job.training.steps,
+        loss: None,
+        test_loss: None,
+        test_accuracy: None,
+        steps_per_second: 0.0,
+        resumed_from_step: step,
+        detections_total: 0,
+        suspects: Vec::new(),
+        decoded_steps: 0,
+        undecodable_steps: 0,
+        bound_violated_steps: 0,
+        missing: Default::default(),
+        params_digest: params_digest(&params),
+        params_count: dim,
+    };
+    let finished = step >= job.training.steps;
+    let (published, _) = watch::channel(Published { step, params: Arc::new(params.clone()), finished });
+    let shared = Arc::new(Shared {
+        tokens: opts.tokens.clone(),
+        incarnation,
+        message_len,
+        param_count: dim,
+        layout_digest: layout.digest(),
+        metrics,
+        published,
+        round: Mutex::new(Round::new(step, &job.scheme, message_len)),
+        arrivals: Notify::new(),
+        status: Mutex::new(status),
+        ready: AtomicBool::new(false),
+    });
+
+    let grpc_listener = tokio::net::TcpListener::bind(opts.grpc_addr).await.with_context(|| format!("binding gRPC on {}", opts.grpc_addr))?;
+    let http_listener = tokio::net::TcpListener::bind(opts.http_addr).await.with_context(|| format!("binding HTTP on {}", opts.http_addr))?;
+    tracing::info!(grpc = %grpc_listener.local_addr()?, http = %http_listener.local_addr()?, "parameter server listening");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let service = ParameterServerServer::new(ingest::Service { shared: shared.clone() })
+        .max_decoding_message_size(MAX_GRPC_MESSAGE)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    let mut grpc_stop = stop_rx.clone();
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .initial_stream_window_size(16 * 1024 * 1024)
+            .initial_connection_window_size(32 * 1024 * 1024)
+            .add_service(service)
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), async move {
+                let _ = grpc_stop.wait_for(|s| *s).await;
+            }),
+    );
+    let mut http_stop = stop_rx.clone();
+    let http = tokio::spawn(
+        axum::serve(http_listener, http::router(shared.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            })
+            .into_future(),
+    );
+    shared.ready.store(true, Ordering::Release);
+
+    let mut evaluator = Evaluator::new(&architecture, test_set.shape, test_set.classes);
+    let test_set = Arc::new(test_set);
+    let stepper = StepLoop { job: &job, shared: &shared, decoder, checkpoint_dir: opts.checkpoint_dir.clone() };
+    let result = tokio::select! {
+        r = stepper.run(params, optimizer, step, &mut evaluator, &test_set) => r,
+        _ = shutdown => Err(anyhow::anyhow!("interrupted")),
+    };
+    {
+        let mut st = shared.status.lock().expect("status lock");
+        match &result {
+            Ok(()) => {
+                st.phase = Phase::Succeeded;
+                st.message = format!("trained {} steps", job.training.steps);
+            }
+            Err(e) => {
+                st.phase = Phase::Failed;
+                st.message = format!("{e:#}");
+            }
+        }
+    }
+    if result.is_ok() {
+        tokio::time::sleep(opts.linger).await;
+    }
+    let _ = stop_tx.send(true);
+    let _ = grpc.await;
+    let _ = http.await;
+    let status = shared.status.lock().expect("status lock").clone();
+    result.map(|()| status)
+}
+
+struct StepLoop<'a> {
+    job: &'a JobConfig,
+    shared: &'a Arc<Shared>,
+    decoder: Arc<StepDecoder>,
+    checkpoint_dir: Option<PathBuf>,
+}
+
+impl StepLoop<'_> {
+    async fn run(&self, mut params: Vec<f32>, mut optimizer: Optimizer, mut step: u64, evaluator: &mut Evaluator, test_set: &Arc<draco_model::Dataset>) -> anyhow::Result<()> {
+        let (shared, job) = (self.shared, self.job);
+        let timeout = Duration::from_secs_f64(job.straggler_timeout_seconds);
+        let started = Instant::now();
+        let first_step = step;
+        let m = &shared.metrics;
+        while step < job.training.steps {
+            let step_started = Instant::now();
+            {
+                let mut st = shared.status.lock().expect("status lock");
+                st.phase = Phase::Running;
+            }
+            // Gather until the code can decode, trying what arrived at every timeout.
+            let mut deadline = tokio::time::Instant::now() + timeout;
+            let outcome = loop {
+                let notified = shared.arrivals.notified();
+                let ready = shared.round.lock().expect("round lock").ready();
+                let timed_out = tokio::time::Instant::now() >= deadline;
+                if ready || timed_out {
+                    let outcome = self.decode().await;
+                    let retry = matches!(outcome.verdict(), StepVerdict::Undecodable) && !outcome.missing().is_empty();
+                    if !retry {
+                        break outcome;
+                    }
+                    let missing = outcome.missing();
+                    tracing::warn!(step, ?missing, "step {step} not decodable yet: waiting for more workers");
+                    shared.status.lock().expect("status lock").message =
+                        format!("step {step}: waiting for workers {missing:?} ({})", outcome.aggregate.as_ref().err().map(|e| e.to_string()).unwrap_or_default());
+                    deadline = tokio::time::Instant::now() + timeout;
+                }
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep_until(deadline) => {}
+                }
+            };
+            let waited = step_started.elapsed();
+            m.step_phase_seconds.with_label_values(&["wait"]).observe(waited.as_secs_f64());
+            m.decode_outcomes.with_label_values(&[outcome.verdict().as_str()]).inc();
+            for (w, verdict) in outcome.workers.iter().enumerate() {
+                match verdict {
+                    WorkerVerdict::Suspect(reason) => m.suspects.with_label_values(&[&w.to_string(), reason.as_str()]).inc(),
+                    WorkerVerdict::Missing => m.missing.with_label_values(&[&w.to_string()]).inc(),
+                    _ => {}
+                }
+            }
+            let losses = std::mem::take(&mut shared.round.lock().expect("round lock").losses);
+            let train_loss = self.train_loss(&outcome, &losses);
+            let update_started = Instant::now();
+            match &outcome.aggregate {
+                Ok(gradient) => optimizer.apply(&mut params, gradient),
+                // Proven lies beyond the bound: nothing trustworthy to apply. The step is
+                // skipped (parameters unchanged) and reported; training goes on.
+                Err(failure) => tracing::error!(step, "{failure}; step skipped"),
+            }
+            m.step_phase_seconds.with_label_values(&["update"]).observe(update_started.elapsed().as_secs_f64());
+            step += 1;
+            let evaluate = step == job.training.steps || (job.training.eval_every_steps > 0 && step % job.training.eval_every_steps == 0);
+            let evaluation = if evaluate {
+                let t = Instant::now();
+                let e = evaluator.evaluate(&params, test_set);
+                m.step_phase_seconds.with_label_values(&["eval"]).observe(t.elapsed().as_secs_f64());
+                m.test_loss.set(f64::from(e.loss));
+                m.test_accuracy.set(f64::from(e.accuracy));
+                tracing::info!(step, accuracy = e.accuracy, loss = e.loss, "evaluated");
+                Some(e)
+            } else {
+                None
+            };
+            if let Some(dir) = &self.checkpoint_dir
+                && (step == job.training.steps || (job.checkpoint.every_steps > 0 && step % job.checkpoint.every_steps == 0))
+            {
+                let t = Instant::now();
+                let (first, second) = optimizer.state();
+                let ck = Checkpoint {
+                    step,
+                    layout_digest: shared.layout_digest,
+                    params: params.clone(),
+                    optimizer_first: first.to_vec(),
+                    optimizer_second: second.to_vec(),
+                    optimizer_updates: optimizer.updates(),
+                };
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || ck.save(&dir)).await?.context("writing checkpoint")?;
+                m.checkpoints.inc();
+                m.step_phase_seconds.with_label_values(&["checkpoint"]).observe(t.elapsed().as_secs_f64());
+            }
+            {
+                let mut st = shared.status.lock().expect("status lock");
+                st.record(step - 1, &outcome);
+                match outcome.verdict() {
+                    StepVerdict::Decoded => st.decoded_steps += 1,
+                    StepVerdict::Undecodable => st.undecodable_steps += 1,
+                    StepVerdict::BoundViolated => st.bound_violated_steps += 1,
+                }
+                st.step = step;
+                if let Some(l) = train_loss {
+                    st.loss = Some(l);
+                    m.train_loss.set(f64::from(l));
+                }
+                if let Some(e) = evaluation {
+                    st.test_loss = Some(e.loss);
+                    st.test_accuracy = Some(e.accuracy);
+                }
+                st.steps_per_second = (step - first_step) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                st.params_digest = params_digest(&params);
+                st.message.clear();
+            }
+            *shared.round.lock().expect("round lock") = Round::new(step, &job.scheme, shared.message_len);
+            m.steps.inc();
+            m.step.set(step as i64);
+            m.step_seconds.observe(step_started.elapsed().as_secs_f64());
+            shared.published.send_replace(Published { step, params: Arc::new(params.clone()), finished: step >= job.training.steps });
+        }
+        Ok(())
+    }
+
+    /// Decodes the current round's messages on a blocking thread.
+    async fn decode(&self) -> Outcome<f32> {
+        let messages: Vec<Option<Vec<f32>>> = self.shared.round.lock().expect("round lock").messages.clone();
+        let decoder = self.decoder.clone();
+        let t = Instant::now();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let slots: Vec<Option<&[f32]>> = messages.iter().map(|m| m.as_deref()).collect();
+            decoder.decode(&slots)
+        })
+        .await
+        .expect("decoder thread");
+        self.shared.metrics.step_phase_seconds.with_label_values(&["decode"]).observe(t.elapsed().as_secs_f64());
+        outcome
+    }
+
+    /// The batch's mean training loss estimated from the losses honest workers reported: each
+    /// reports the loss of the r partitions it computed, so P reports count every partition r
+    /// times.
+    fn train_loss(&self, outcome: &Outcome<f32>, losses: &[Option<f32>]) -> Option<f32> {
+        let honest: Vec<f32> =
+            outcome.workers.iter().zip(losses).filter(|(v, _)| **v == WorkerVerdict::Honest).filter_map(|(_, l)| *l).collect();
+        if honest.is_empty() {
+            return None;
+        }
+        let scheme = &self.job.scheme;
+        Some(honest.iter().sum::<f32>() * scheme.workers as f32 / honest.len() as f32 / scheme.redundancy as f32)
+    }
+}

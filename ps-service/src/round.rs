@@ -1,0 +1,70 @@
+//! One step's worth of received messages and the rule for when the step can be decoded:
+//! repetition decides as soon as every group has s + 1 identical vectors (coding.md §5); the
+//! cyclic code as soon as every block misses at most e messages; statistical rules when all
+//! arrived. After the straggler timeout, whatever arrived is tried.
+
+use draco_core::assignment::Assignment;
+use draco_core::repetition::{RepetitionDecoder, Tally};
+use draco_core::scheme::{CodeKind, Scheme};
+
+pub struct Round {
+    pub step: u64,
+    pub messages: Vec<Option<Vec<f32>>>,
+    /// Losses the workers reported with their messages.
+    pub losses: Vec<Option<f32>>,
+    tally: Option<Tally>,
+    units: Vec<std::ops::Range<usize>>,
+    code: CodeKind,
+    straggler_tolerance: usize,
+}
+
+impl Round {
+    pub fn new(step: u64, scheme: &Scheme, dim: usize) -> Round {
+        let assignment = Assignment::new(scheme).expect("validated scheme");
+        let tally = (scheme.code == CodeKind::Repetition)
+            .then(|| RepetitionDecoder::new(&assignment, scheme.byzantine_tolerance, dim).tally());
+        Round {
+            step,
+            messages: vec![None; scheme.workers],
+            losses: vec![None; scheme.workers],
+            tally,
+            units: assignment.units().to_vec(),
+            code: scheme.code,
+            straggler_tolerance: scheme.straggler_tolerance,
+        }
+    }
+
+    pub fn has(&self, rank: usize) -> bool {
+        self.messages[rank].is_some()
+    }
+
+    pub fn arrived(&self) -> usize {
+        self.messages.iter().filter(|m| m.is_some()).count()
+    }
+
+    /// Stores worker `rank`'s message (the caller checked it is the first for this step).
+    pub fn insert(&mut self, rank: usize, message: Vec<f32>, loss: f32) {
+        self.messages[rank] = Some(message);
+        self.losses[rank] = Some(loss);
+        if let Some(tally) = &mut self.tally {
+            let messages = &self.messages;
+            let msg = messages[rank].as_deref().expect("just stored");
+            tally.offer(rank, msg, |k| messages[k].as_deref().unwrap_or_default());
+        }
+    }
+
+    /// Whether decoding now gives the same result as waiting for everyone.
+    pub fn ready(&self) -> bool {
+        if self.arrived() == self.messages.len() {
+            return true;
+        }
+        match self.code {
+            CodeKind::Repetition => self.tally.as_ref().is_some_and(Tally::is_final),
+            CodeKind::Cyclic => self
+                .units
+                .iter()
+                .all(|u| u.clone().filter(|&j| self.messages[j].is_none()).count() <= self.straggler_tolerance),
+            CodeKind::None => false,
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! What `/status` reports: the job's progress and the workers caught lying. The operator and
+//! the local runner read it; it is also kept in checkpoints' spirit: counts only grow.
+
+use std::collections::BTreeMap;
+
+use draco_core::{Outcome, WorkerVerdict};
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Phase {
+    Starting,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Suspect {
+    pub worker: usize,
+    pub count: u64,
+    pub first_step: u64,
+    pub last_step: u64,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub job: String,
+    pub phase: Phase,
+    pub message: String,
+    pub incarnation: String,
+    /// Steps completed.
+    pub step: u64,
+    pub total_steps: u64,
+    pub loss: Option<f32>,
+    pub test_loss: Option<f32>,
+    pub test_accuracy: Option<f32>,
+    pub steps_per_second: f64,
+    pub resumed_from_step: u64,
+    pub detections_total: u64,
+    pub suspects: Vec<Suspect>,
+    pub decoded_steps: u64,
+    pub undecodable_steps: u64,
+    pub bound_violated_steps: u64,
+    /// Times each worker's message was missing at decode time.
+    pub missing: BTreeMap<usize, u64>,
+    /// FNV-1a of the parameters' bits: equal digests mean bit-identical models.
+    pub params_digest: String,
+    pub params_count: usize,
+}
+
+impl Status {
+    /// Folds one decoded step's verdicts into the suspect table.
+    pub fn record(&mut self, step: u64, outcome: &Outcome<f32>) {
+        for (worker, verdict) in outcome.workers.iter().enumerate() {
+            match verdict {
+                WorkerVerdict::Suspect(reason) => {
+                    self.detections_total += 1;
+                    let reason = reason.as_str().to_string();
+                    match self.suspects.iter_mut().find(|s| s.worker == worker && s.reason == reason) {
+                        Some(s) => {
+                            s.count += 1;
+                            s.last_step = step;
+                        }
+                        None => self.suspects.push(Suspect { worker, count: 1, first_step: step, last_step: step, reason }),
+                    }
+                }
+                WorkerVerdict::Missing => *self.missing.entry(worker).or_default() += 1,
+                WorkerVerdict::Honest | WorkerVerdict::Unverified => {}
+            }
+        }
+        self.suspects.sort_by_key(|s| (s.worker, s.reason.clone()));
+    }
+}
+
+pub fn params_digest(params: &[f32]) -> String {
+    let h = params.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
+        x.to_bits().to_le_bytes().iter().fold(h, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    });
+    format!("{h:016x}")
+}
