@@ -1,15 +1,19 @@
-//! `draco`: the one binary of the project. Subcommands arrive with the issues that fill them.
+//! `draco`: the one binary of the project (the container image runs it too).
 
 mod bench;
+mod local;
+mod processes;
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use draco_core::job::JobConfig;
 
 #[derive(Parser)]
-#[command(
-    name = "draco",
-    version,
-    about = "Byzantine-resilient distributed training (DRACO)"
-)]
+#[command(name = "draco", version, about = "Byzantine-resilient distributed training (DRACO)")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -17,13 +21,135 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a DracoJob locally: the PS and every worker as processes on 127.0.0.1.
+    Run(local::RunArgs),
+    /// Check a DracoJob YAML: schema, every cross-field rule, errors naming field and value.
+    Validate {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// The parameter server of one job.
+    Ps(PsArgs),
+    /// One worker of one job.
+    Worker(WorkerArgs),
     /// Measure Draco's hot paths against baselines measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
 
+#[derive(clap::Args)]
+struct PsArgs {
+    /// The job's runtime configuration (JSON, as `draco run` writes it or the operator mounts it).
+    #[arg(long, env = "DRACO_CONFIG")]
+    config: PathBuf,
+    #[arg(long, env = "DRACO_GRPC_ADDR", default_value = "0.0.0.0:7070")]
+    grpc_addr: SocketAddr,
+    #[arg(long, env = "DRACO_HTTP_ADDR", default_value = "0.0.0.0:9090")]
+    http_addr: SocketAddr,
+    /// One token per line, line i for rank i.
+    #[arg(long, env = "DRACO_TOKENS_FILE")]
+    tokens_file: PathBuf,
+    /// Where checkpoints are written and resumed from.
+    #[arg(long, env = "DRACO_CHECKPOINT_DIR")]
+    checkpoint_dir: Option<PathBuf>,
+    /// Seconds to keep serving after the last step, so workers learn the job is over.
+    #[arg(long, default_value_t = 3.0)]
+    linger_seconds: f64,
+}
+
+#[derive(clap::Args)]
+struct WorkerArgs {
+    #[arg(long, env = "DRACO_CONFIG")]
+    config: PathBuf,
+    #[arg(long, env = "DRACO_RANK")]
+    rank: usize,
+    /// e.g. http://127.0.0.1:7070
+    #[arg(long, env = "DRACO_PS_ADDR")]
+    ps_addr: String,
+    /// This worker's own secret token.
+    #[arg(long, env = "DRACO_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Give up when the PS stays unreachable this long.
+    #[arg(long, default_value_t = 120.0)]
+    connect_deadline_seconds: f64,
+}
+
+fn read_config(path: &PathBuf) -> anyhow::Result<JobConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let job: JobConfig = serde_json::from_str(&text).with_context(|| format!("{}: not a job configuration", path.display()))?;
+    job.validate().with_context(|| format!("{}", path.display()))?;
+    Ok(job)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+async fn ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime");
+    match cli.command {
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Validate { file } => {
+            let job = draco_api::DracoJob::load(&file)?;
+            let s = &job.spec;
+            println!(
+                "{}: valid DracoJob {:?}: {} workers, code {}, r = {}, tolerates {} liars and {} missing per unit",
+                file.display(),
+                job.metadata.name,
+                s.workers,
+                s.code.as_str(),
+                s.redundancy,
+                s.byzantine_tolerance,
+                s.straggler_tolerance
+            );
+            Ok(())
+        }
+        Command::Ps(args) => {
+            init_logging();
+            let job = read_config(&args.config)?;
+            let tokens: Vec<String> = std::fs::read_to_string(&args.tokens_file)
+                .with_context(|| format!("reading {}", args.tokens_file.display()))?
+                .lines()
+                .map(str::to_string)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let opts = draco_ps::PsOptions {
+                job,
+                grpc_addr: args.grpc_addr,
+                http_addr: args.http_addr,
+                tokens,
+                checkpoint_dir: args.checkpoint_dir,
+                linger: Duration::from_secs_f64(args.linger_seconds.max(0.0)),
+            };
+            let status = runtime()?.block_on(draco_ps::run(opts, ctrl_c()))?;
+            tracing::info!(step = status.step, accuracy = ?status.test_accuracy, "job finished");
+            Ok(())
+        }
+        Command::Worker(args) => {
+            init_logging();
+            let job = read_config(&args.config)?;
+            let opts = draco_worker::WorkerOptions {
+                job,
+                rank: args.rank,
+                token: args.token,
+                ps_addr: args.ps_addr,
+                connect_deadline: Duration::from_secs_f64(args.connect_deadline_seconds.max(0.0)),
+            };
+            let summary = runtime()?.block_on(async {
+                tokio::select! {
+                    r = draco_worker::run(opts) => r,
+                    _ = ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+                }
+            })?;
+            tracing::info!(steps = summary.steps, forged = summary.forged, reconnects = summary.reconnects, "worker done");
+            Ok(())
+        }
+        Command::Run(args) => local::run(args),
     }
 }

@@ -206,11 +206,12 @@ pub struct Evaluation {
     pub accuracy: f32,
 }
 
-fn batch_tensors(data: &Dataset, samples: &[usize], device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+fn batch_tensors(data: &Dataset, samples: &[usize], flip_labels: bool, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
     let [c, h, w] = data.shape;
     let mut pixels = Vec::with_capacity(samples.len() * c * h * w);
     samples.iter().for_each(|&i| pixels.extend_from_slice(data.image(i)));
-    let labels: Vec<i64> = samples.iter().map(|&i| i64::from(data.labels[i])).collect();
+    let top = data.classes.saturating_sub(1) as i64;
+    let labels: Vec<i64> = samples.iter().map(|&i| i64::from(data.labels[i])).map(|y| if flip_labels { top - y } else { y }).collect();
     (
         Tensor::from_data(TensorData::new(pixels, [samples.len(), c, h, w]), device),
         Tensor::from_data(TensorData::new(labels, [samples.len()]), device),
@@ -235,10 +236,11 @@ impl GradientComputer {
 
     /// The gradient at `params` of (sum of the cross-entropy losses of `samples`) / `batch_size`,
     /// so that the partition gradients of one batch add up to the gradient of its mean loss.
-    /// Returns the flat gradient and that partial loss.
-    pub fn gradient(&mut self, params: &[f32], data: &Dataset, samples: &[usize], batch_size: usize) -> (Vec<f32>, f32) {
+    /// Returns the flat gradient and that partial loss. `flip_labels` trains on label
+    /// `classes - 1 - y` instead of y (the label-flipping drill).
+    pub fn gradient(&mut self, params: &[f32], data: &Dataset, samples: &[usize], batch_size: usize, flip_labels: bool) -> (Vec<f32>, f32) {
         let network = self.network.take().expect("network present").load(params);
-        let (images, labels) = batch_tensors(data, samples, &self.device);
+        let (images, labels) = batch_tensors(data, samples, flip_labels, &self.device);
         let loss = CrossEntropyLossConfig::new().init(&self.device).forward(network.forward(images), labels);
         let loss = loss.mul_scalar(samples.len() as f32 / batch_size as f32);
         let grads = loss.backward();
@@ -268,7 +270,7 @@ impl Evaluator {
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
         let indices: Vec<usize> = (0..data.len()).collect();
         for chunk in indices.chunks(1000) {
-            let (images, labels) = batch_tensors(data, chunk, &self.device);
+            let (images, labels) = batch_tensors(data, chunk, false, &self.device);
             let logits = network.forward(images);
             let loss = CrossEntropyLossConfig::new().init(&self.device).forward(logits.clone(), labels.clone());
             loss_sum += f64::from(loss.into_scalar::<f32>()) * chunk.len() as f64;
@@ -334,7 +336,7 @@ mod tests {
         let mut computer = GradientComputer::new(&mlp(), [1, 4, 4], 3);
         assert_eq!(computer.layout().digest(), layout.digest(), "autodiff copy has the same layout");
         let data = Dataset::synthetic(30, [1, 4, 4], 3, 1);
-        let (g, loss) = computer.gradient(&params, &data, &[0, 1, 2], 6);
+        let (g, loss) = computer.gradient(&params, &data, &[0, 1, 2], 6, false);
         assert_eq!(g.len(), params.len());
         assert!(loss.is_finite() && loss > 0.0);
     }
@@ -346,12 +348,12 @@ mod tests {
         let mut a = GradientComputer::new(&mlp(), [1, 4, 4], 3);
         let mut b = GradientComputer::new(&mlp(), [1, 4, 4], 3);
         let samples: Vec<usize> = (0..8).collect();
-        let (ga, _) = a.gradient(&params, &data, &samples, 8);
-        let (gb, _) = b.gradient(&params, &data, &samples, 8);
+        let (ga, _) = a.gradient(&params, &data, &samples, 8, false);
+        let (gb, _) = b.gradient(&params, &data, &samples, 8, false);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&ga), bits(&gb), "repetition voting needs bit-identical replicas");
-        let (g1, _) = a.gradient(&params, &data, &samples[..4], 8);
-        let (g2, _) = a.gradient(&params, &data, &samples[4..], 8);
+        let (g1, _) = a.gradient(&params, &data, &samples[..4], 8, false);
+        let (g2, _) = a.gradient(&params, &data, &samples[4..], 8, false);
         for ((x, y), z) in g1.iter().zip(&g2).zip(&ga) {
             assert!((x + y - z).abs() <= 1e-5 * (1.0 + z.abs()), "partition gradients sum to the batch gradient");
         }
@@ -367,7 +369,7 @@ mod tests {
             let before = evaluator.evaluate(&params, &data);
             for step in 0..30 {
                 let samples: Vec<usize> = (0..20).map(|k| (step * 20 + k) % 200).collect();
-                let (g, _) = computer.gradient(&params, &data, &samples, 20);
+                let (g, _) = computer.gradient(&params, &data, &samples, 20, false);
                 params.iter_mut().zip(&g).for_each(|(p, g)| *p -= 0.1 * g);
             }
             let after = evaluator.evaluate(&params, &data);

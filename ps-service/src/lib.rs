@@ -31,6 +31,8 @@ use status::{Phase, Status, params_digest};
 
 /// Largest gRPC message accepted: a chunk is 1 MiB of payload; leave room for framing.
 const MAX_GRPC_MESSAGE: usize = 4 * 1024 * 1024;
+/// The status written beside each checkpoint.
+const STATUS_FILE: &str = "status.json";
 
 pub struct PsOptions {
     pub job: JobConfig,
@@ -87,6 +89,7 @@ pub async fn run(opts: PsOptions, shutdown: impl std::future::Future<Output = ()
     let mut optimizer = Optimizer::new(&job.training.optimizer, dim);
     let mut params = initial;
     let mut step = 0;
+    let mut restored_status = None;
     if let Some(dir) = &opts.checkpoint_dir
         && let Some(ck) = Checkpoint::load(dir, dim).map_err(anyhow::Error::msg)?
     {
@@ -95,12 +98,13 @@ pub async fn run(opts: PsOptions, shutdown: impl std::future::Future<Output = ()
         params = ck.params;
         step = ck.step;
         tracing::info!(step, "resumed from checkpoint");
+        restored_status = std::fs::read(dir.join(STATUS_FILE)).ok().and_then(|b| serde_json::from_slice::<Status>(&b).ok());
     }
     let metrics = Metrics::new(job.scheme.workers, job.scheme.redundancy);
     metrics.resumed_from_step.set(step as i64);
     metrics.step.set(step as i64);
     let incarnation = random_hex(8);
-    let status = Status {
+    let fresh = Status {
         job: job.name.clone(),
         phase: Phase::Starting,
         message: String::new(),
@@ -120,6 +124,11 @@ pub async fn run(opts: PsOptions, shutdown: impl std::future::Future<Output = ()
         missing: Default::default(),
         params_digest: params_digest(&params),
         params_count: dim,
+    };
+    // A resumed PS keeps the job's history (suspects, counts, last evaluation).
+    let status = match restored_status {
+        Some(old) if old.step == step => Status { phase: Phase::Starting, incarnation: fresh.incarnation.clone(), resumed_from_step: step, ..old },
+        _ => fresh,
     };
     let finished = step >= job.training.steps;
     let (published, _) = watch::channel(Published { step, params: Arc::new(params.clone()), finished });
@@ -216,7 +225,7 @@ impl StepLoop<'_> {
             }
             // Gather until the code can decode, trying what arrived at every timeout.
             let mut deadline = tokio::time::Instant::now() + timeout;
-            let outcome = loop {
+            let (outcome, timed_out) = loop {
                 let notified = shared.arrivals.notified();
                 let ready = shared.round.lock().expect("round lock").ready();
                 let timed_out = tokio::time::Instant::now() >= deadline;
@@ -224,7 +233,7 @@ impl StepLoop<'_> {
                     let outcome = self.decode().await;
                     let retry = matches!(outcome.verdict(), StepVerdict::Undecodable) && !outcome.missing().is_empty();
                     if !retry {
-                        break outcome;
+                        break (outcome, timed_out && !ready);
                     }
                     let missing = outcome.missing();
                     tracing::warn!(step, ?missing, "step {step} not decodable yet: waiting for more workers");
@@ -243,11 +252,15 @@ impl StepLoop<'_> {
             for (w, verdict) in outcome.workers.iter().enumerate() {
                 match verdict {
                     WorkerVerdict::Suspect(reason) => m.suspects.with_label_values(&[&w.to_string(), reason.as_str()]).inc(),
-                    WorkerVerdict::Missing => m.missing.with_label_values(&[&w.to_string()]).inc(),
+                    // Early decoding leaves slow members out on purpose; only a step decided
+                    // at the straggler timeout counts its absentees as stragglers.
+                    WorkerVerdict::Missing if timed_out => m.missing.with_label_values(&[&w.to_string()]).inc(),
                     _ => {}
                 }
             }
-            let losses = std::mem::take(&mut shared.round.lock().expect("round lock").losses);
+            // Close the round: late pushes for this step are now stale.
+            let closed = std::mem::replace(&mut *shared.round.lock().expect("round lock"), Round::new(step + 1, &job.scheme, shared.message_len));
+            let losses = closed.losses;
             let train_loss = self.train_loss(&outcome, &losses);
             let update_started = Instant::now();
             match &outcome.aggregate {
@@ -270,27 +283,9 @@ impl StepLoop<'_> {
             } else {
                 None
             };
-            if let Some(dir) = &self.checkpoint_dir
-                && (step == job.training.steps || (job.checkpoint.every_steps > 0 && step % job.checkpoint.every_steps == 0))
-            {
-                let t = Instant::now();
-                let (first, second) = optimizer.state();
-                let ck = Checkpoint {
-                    step,
-                    layout_digest: shared.layout_digest,
-                    params: params.clone(),
-                    optimizer_first: first.to_vec(),
-                    optimizer_second: second.to_vec(),
-                    optimizer_updates: optimizer.updates(),
-                };
-                let dir = dir.clone();
-                tokio::task::spawn_blocking(move || ck.save(&dir)).await?.context("writing checkpoint")?;
-                m.checkpoints.inc();
-                m.step_phase_seconds.with_label_values(&["checkpoint"]).observe(t.elapsed().as_secs_f64());
-            }
             {
                 let mut st = shared.status.lock().expect("status lock");
-                st.record(step - 1, &outcome);
+                st.record(step - 1, &outcome, timed_out);
                 match outcome.verdict() {
                     StepVerdict::Decoded => st.decoded_steps += 1,
                     StepVerdict::Undecodable => st.undecodable_steps += 1,
@@ -309,7 +304,32 @@ impl StepLoop<'_> {
                 st.params_digest = params_digest(&params);
                 st.message.clear();
             }
-            *shared.round.lock().expect("round lock") = Round::new(step, &job.scheme, shared.message_len);
+            if let Some(dir) = &self.checkpoint_dir
+                && (step == job.training.steps || (job.checkpoint.every_steps > 0 && step % job.checkpoint.every_steps == 0))
+            {
+                let t = Instant::now();
+                let (first, second) = optimizer.state();
+                let ck = Checkpoint {
+                    step,
+                    layout_digest: shared.layout_digest,
+                    params: params.clone(),
+                    optimizer_first: first.to_vec(),
+                    optimizer_second: second.to_vec(),
+                    optimizer_updates: optimizer.updates(),
+                };
+                let dir = dir.clone();
+                let status = serde_json::to_vec_pretty(&*shared.status.lock().expect("status lock"))?;
+                tokio::task::spawn_blocking(move || {
+                    // Status first: a checkpoint never points past the history it comes with.
+                    std::fs::create_dir_all(&dir)?;
+                    std::fs::write(dir.join(STATUS_FILE), status)?;
+                    ck.save(&dir)
+                })
+                .await?
+                .context("writing checkpoint")?;
+                m.checkpoints.inc();
+                m.step_phase_seconds.with_label_values(&["checkpoint"]).observe(t.elapsed().as_secs_f64());
+            }
             m.steps.inc();
             m.step.set(step as i64);
             m.step_seconds.observe(step_started.elapsed().as_secs_f64());

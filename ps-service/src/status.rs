@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use draco_core::{Outcome, WorkerVerdict};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
     Starting,
     Running,
@@ -14,7 +14,7 @@ pub enum Phase {
     Failed,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Suspect {
     pub worker: usize,
@@ -24,7 +24,7 @@ pub struct Suspect {
     pub reason: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
     pub job: String,
@@ -52,8 +52,9 @@ pub struct Status {
 }
 
 impl Status {
-    /// Folds one decoded step's verdicts into the suspect table.
-    pub fn record(&mut self, step: u64, outcome: &Outcome<f32>) {
+    /// Folds one decoded step's verdicts into the suspect table. Missing workers count as
+    /// stragglers only when the step was decided at the straggler timeout (`timed_out`).
+    pub fn record(&mut self, step: u64, outcome: &Outcome<f32>, timed_out: bool) {
         for (worker, verdict) in outcome.workers.iter().enumerate() {
             match verdict {
                 WorkerVerdict::Suspect(reason) => {
@@ -67,8 +68,8 @@ impl Status {
                         None => self.suspects.push(Suspect { worker, count: 1, first_step: step, last_step: step, reason }),
                     }
                 }
-                WorkerVerdict::Missing => *self.missing.entry(worker).or_default() += 1,
-                WorkerVerdict::Honest | WorkerVerdict::Unverified => {}
+                WorkerVerdict::Missing if timed_out => *self.missing.entry(worker).or_default() += 1,
+                WorkerVerdict::Missing | WorkerVerdict::Honest | WorkerVerdict::Unverified => {}
             }
         }
         self.suspects.sort_by_key(|s| (s.worker, s.reason.clone()));
