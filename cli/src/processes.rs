@@ -20,7 +20,13 @@ pub struct Supervised {
 }
 
 impl Supervised {
-    pub fn new(name: &str, program: &Path, args: Vec<String>, env: Vec<(String, String)>, run_dir: &Path) -> Self {
+    pub fn new(
+        name: &str,
+        program: &Path,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        run_dir: &Path,
+    ) -> Self {
         Supervised {
             name: name.to_string(),
             program: program.to_path_buf(),
@@ -40,11 +46,22 @@ impl Supervised {
 
     /// Starts (or restarts) the process, appending to its log.
     pub fn start(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).with_context(|| format!("opening {}", self.log.display()))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("opening {}", self.log.display()))?;
         let err = log.try_clone()?;
         let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args).envs(self.env.iter().cloned()).stdin(Stdio::null()).stdout(log).stderr(err).kill_on_drop(true);
-        let child = cmd.spawn().with_context(|| format!("starting {}", self.name))?;
+        cmd.args(&self.args)
+            .envs(self.env.iter().cloned())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", self.name))?;
         if let Some(pid) = child.id() {
             std::fs::create_dir_all(self.pid_file.parent().expect("pids dir"))?;
             std::fs::write(&self.pid_file, pid.to_string())?;

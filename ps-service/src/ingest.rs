@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use draco_proto::v1::parameter_server_server::ParameterServer;
-use draco_proto::v1::{FetchRequest, GradientChunk, JoinReply, JoinRequest, ParameterChunk, PushReply};
+use draco_proto::v1::{
+    FetchRequest, GradientChunk, JoinReply, JoinRequest, ParameterChunk, PushReply,
+};
 use draco_proto::{AUTH_HEADER, CHUNK_VALUES, RANK_HEADER};
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -63,10 +65,14 @@ impl Rejection {
         match self {
             Rejection::Unauthenticated => tonic::Code::Unauthenticated,
             Rejection::UnknownRank => tonic::Code::PermissionDenied,
-            Rejection::WrongIncarnation | Rejection::StaleStep | Rejection::LayoutMismatch => tonic::Code::FailedPrecondition,
+            Rejection::WrongIncarnation | Rejection::StaleStep | Rejection::LayoutMismatch => {
+                tonic::Code::FailedPrecondition
+            }
             Rejection::FutureStep => tonic::Code::OutOfRange,
             Rejection::Duplicate => tonic::Code::AlreadyExists,
-            Rejection::WrongLength | Rejection::BadChunk | Rejection::EmptyStream => tonic::Code::InvalidArgument,
+            Rejection::WrongLength | Rejection::BadChunk | Rejection::EmptyStream => {
+                tonic::Code::InvalidArgument
+            }
         }
     }
 }
@@ -77,7 +83,11 @@ pub struct Service {
 
 impl Service {
     fn reject(&self, why: Rejection, message: String) -> Status {
-        self.shared.metrics.rejected.with_label_values(&[why.as_str()]).inc();
+        self.shared
+            .metrics
+            .rejected
+            .with_label_values(&[why.as_str()])
+            .inc();
         tracing::debug!(reason = why.as_str(), "{message}");
         Status::new(why.code(), format!("{}: {message}", why.as_str()))
     }
@@ -85,17 +95,36 @@ impl Service {
     /// The caller's rank, if its token matches that rank's.
     fn authenticate<T>(&self, request: &Request<T>) -> Result<usize, Status> {
         let meta = request.metadata();
-        let rank_text = meta.get(RANK_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let rank_text = meta
+            .get(RANK_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         let workers = self.shared.tokens.len();
-        let rank: usize = rank_text
-            .parse()
-            .map_err(|_| self.reject(Rejection::UnknownRank, format!("metadata {RANK_HEADER} must be a rank 0..{}, got {rank_text:?}", workers - 1)))?;
+        let rank: usize = rank_text.parse().map_err(|_| {
+            self.reject(
+                Rejection::UnknownRank,
+                format!(
+                    "metadata {RANK_HEADER} must be a rank 0..{}, got {rank_text:?}",
+                    workers - 1
+                ),
+            )
+        })?;
         if rank >= workers {
-            return Err(self.reject(Rejection::UnknownRank, format!("rank {rank} is not in this job's 0..{}", workers - 1)));
+            return Err(self.reject(
+                Rejection::UnknownRank,
+                format!("rank {rank} is not in this job's 0..{}", workers - 1),
+            ));
         }
-        let presented = meta.get(AUTH_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+        let presented = meta
+            .get(AUTH_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
         if !constant_time_eq(presented.as_bytes(), self.shared.tokens[rank].as_bytes()) {
-            return Err(self.reject(Rejection::Unauthenticated, format!("the token presented is not rank {rank}'s")));
+            return Err(self.reject(
+                Rejection::Unauthenticated,
+                format!("the token presented is not rank {rank}'s"),
+            ));
         }
         Ok(rank)
     }
@@ -113,7 +142,9 @@ type ChunkStream = Pin<Box<dyn Stream<Item = Result<ParameterChunk, Status>> + S
 
 fn f32_bytes(values: &[f32]) -> Bytes {
     let mut out = Vec::with_capacity(values.len() * 4);
-    values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+    values
+        .iter()
+        .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
     Bytes::from(out)
 }
 
@@ -146,7 +177,10 @@ impl ParameterServer for Service {
 
     type FetchParametersStream = ChunkStream;
 
-    async fn fetch_parameters(&self, request: Request<FetchRequest>) -> Result<Response<ChunkStream>, Status> {
+    async fn fetch_parameters(
+        &self,
+        request: Request<FetchRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
         self.authenticate(&request)?;
         let wanted = request.into_inner().step;
         let mut rx = self.shared.published.subscribe();
@@ -176,26 +210,43 @@ impl ParameterServer for Service {
             })
             .collect();
         let chunks = if chunks.is_empty() {
-            vec![Ok(ParameterChunk { step: published.step, offset: 0, total, data: Bytes::new(), finished: published.finished })]
+            vec![Ok(ParameterChunk {
+                step: published.step,
+                offset: 0,
+                total,
+                data: Bytes::new(),
+                finished: published.finished,
+            })]
         } else {
             chunks
         };
         Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 
-    async fn push_gradient(&self, request: Request<Streaming<GradientChunk>>) -> Result<Response<PushReply>, Status> {
+    async fn push_gradient(
+        &self,
+        request: Request<Streaming<GradientChunk>>,
+    ) -> Result<Response<PushReply>, Status> {
         let rank = self.authenticate(&request)?;
         let s = &self.shared;
         let mut stream = request.into_inner();
         let first = match stream.next().await {
             Some(Ok(chunk)) => chunk,
             Some(Err(status)) => return Err(status),
-            None => return Err(self.reject(Rejection::EmptyStream, format!("rank {rank} sent a gradient stream with no chunk"))),
+            None => {
+                return Err(self.reject(
+                    Rejection::EmptyStream,
+                    format!("rank {rank} sent a gradient stream with no chunk"),
+                ));
+            }
         };
         if first.incarnation != s.incarnation {
             return Err(self.reject(
                 Rejection::WrongIncarnation,
-                format!("rank {rank} pushed for incarnation {:?}, the PS is {:?}: join again", first.incarnation, s.incarnation),
+                format!(
+                    "rank {rank} pushed for incarnation {:?}, the PS is {:?}: join again",
+                    first.incarnation, s.incarnation
+                ),
             ));
         }
         let step = first.step;
@@ -203,7 +254,10 @@ impl ParameterServer for Service {
         if first.total != s.message_len as u64 {
             return Err(self.reject(
                 Rejection::WrongLength,
-                format!("rank {rank} declared {} values for step {step}, expected {}", first.total, s.message_len),
+                format!(
+                    "rank {rank} declared {} values for step {step}, expected {}",
+                    first.total, s.message_len
+                ),
             ));
         }
         // Sizes checked: now the buffer may be allocated.
@@ -211,8 +265,14 @@ impl ParameterServer for Service {
         let mut loss = first.loss;
         let mut next = Some(first);
         while let Some(chunk) = next.take() {
-            if chunk.step != step || chunk.total != s.message_len as u64 || chunk.incarnation != s.incarnation {
-                return Err(self.reject(Rejection::BadChunk, format!("rank {rank}: a chunk changed step, total or incarnation mid-stream")));
+            if chunk.step != step
+                || chunk.total != s.message_len as u64
+                || chunk.incarnation != s.incarnation
+            {
+                return Err(self.reject(
+                    Rejection::BadChunk,
+                    format!("rank {rank}: a chunk changed step, total or incarnation mid-stream"),
+                ));
             }
             if chunk.offset != message.len() as u64 {
                 return Err(self.reject(
@@ -231,7 +291,12 @@ impl ParameterServer for Service {
                     ),
                 ));
             }
-            message.extend(chunk.data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+            message.extend(
+                chunk
+                    .data
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
             if chunk.loss != 0.0 {
                 loss = chunk.loss;
             }
@@ -244,7 +309,11 @@ impl ParameterServer for Service {
         if message.len() != s.message_len {
             return Err(self.reject(
                 Rejection::WrongLength,
-                format!("rank {rank} sent {} values for step {step}, expected {}", message.len(), s.message_len),
+                format!(
+                    "rank {rank} sent {} values for step {step}, expected {}",
+                    message.len(),
+                    s.message_len
+                ),
             ));
         }
         let bytes = message.len() * 4;
@@ -256,14 +325,23 @@ impl ParameterServer for Service {
                 return Err(self.stale_or_future(rank, step));
             }
             if round.has(rank) {
-                return Err(self.reject(Rejection::Duplicate, format!("rank {rank} already contributed to step {step}")));
+                return Err(self.reject(
+                    Rejection::Duplicate,
+                    format!("rank {rank} already contributed to step {step}"),
+                ));
             }
             round.insert(rank, message, loss);
         }
         s.metrics.gradient_bytes.inc_by(bytes as u64);
-        s.metrics.messages.with_label_values(&[&rank.to_string()]).inc();
+        s.metrics
+            .messages
+            .with_label_values(&[&rank.to_string()])
+            .inc();
         s.arrivals.notify_one();
-        Ok(Response::new(PushReply { step, decoded: decoded_before }))
+        Ok(Response::new(PushReply {
+            step,
+            decoded: decoded_before,
+        }))
     }
 }
 
@@ -276,7 +354,10 @@ impl Service {
             return Err(self.stale_or_future(rank, step));
         }
         if round.has(rank) {
-            return Err(self.reject(Rejection::Duplicate, format!("rank {rank} already contributed to step {step}")));
+            return Err(self.reject(
+                Rejection::Duplicate,
+                format!("rank {rank} already contributed to step {step}"),
+            ));
         }
         Ok(())
     }
@@ -284,9 +365,15 @@ impl Service {
     fn stale_or_future(&self, rank: usize, step: u64) -> Status {
         let current = self.shared.round.lock().expect("round lock").step;
         if step < current {
-            self.reject(Rejection::StaleStep, format!("rank {rank} pushed step {step}, the PS is gathering step {current}"))
+            self.reject(
+                Rejection::StaleStep,
+                format!("rank {rank} pushed step {step}, the PS is gathering step {current}"),
+            )
         } else {
-            self.reject(Rejection::FutureStep, format!("rank {rank} pushed step {step}, the PS is gathering step {current}"))
+            self.reject(
+                Rejection::FutureStep,
+                format!("rank {rank} pushed step {step}, the PS is gathering step {current}"),
+            )
         }
     }
 }

@@ -71,18 +71,33 @@ pub struct Shared {
 fn random_hex(bytes: usize) -> String {
     use rand_core::TryRngCore;
     let mut buf = vec![0u8; bytes];
-    rand_core::OsRng.try_fill_bytes(&mut buf).expect("the operating system's random source failed");
+    rand_core::OsRng
+        .try_fill_bytes(&mut buf)
+        .expect("the operating system's random source failed");
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Runs the PS until the job's last step is done (then lingers) or `shutdown` resolves.
-pub async fn run(opts: PsOptions, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<Status> {
+pub async fn run(
+    opts: PsOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Status> {
     let job = opts.job.clone();
     job.validate().context("invalid job")?;
-    anyhow::ensure!(opts.tokens.len() == job.scheme.workers, "{} tokens for {} workers", opts.tokens.len(), job.scheme.workers);
+    anyhow::ensure!(
+        opts.tokens.len() == job.scheme.workers,
+        "{} tokens for {} workers",
+        opts.tokens.len(),
+        job.scheme.workers
+    );
     let architecture = draco_model::architecture(&job.model);
     let test_set = draco_model::load_dataset(&job.dataset, Split::Test, job.training.seed)?;
-    let (initial, layout) = draco_model::initial_parameters(&architecture, test_set.shape, test_set.classes, job.training.seed);
+    let (initial, layout) = draco_model::initial_parameters(
+        &architecture,
+        test_set.shape,
+        test_set.classes,
+        job.training.seed,
+    );
     let dim = initial.len();
     let message_len = StepDecoder::message_len(job.scheme.code, dim);
     let decoder = Arc::new(StepDecoder::new(&job.scheme, job.aggregator, dim)?);
@@ -93,12 +108,24 @@ pub async fn run(opts: PsOptions, shutdown: impl std::future::Future<Output = ()
     if let Some(dir) = &opts.checkpoint_dir
         && let Some(ck) = Checkpoint::load(dir, dim).map_err(anyhow::Error::msg)?
     {
-        anyhow::ensure!(ck.layout_digest == layout.digest(), "{}: checkpoint of a different model", checkpoint::path(dir).display());
-        optimizer.restore(ck.optimizer_first, ck.optimizer_second, ck.optimizer_updates).map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            ck.layout_digest == layout.digest(),
+            "{}: checkpoint of a different model",
+            checkpoint::path(dir).display()
+        );
+        optimizer
+            .restore(
+                ck.optimizer_first,
+                ck.optimizer_second,
+                ck.optimizer_updates,
+            )
+            .map_err(anyhow::Error::msg)?;
         params = ck.params;
         step = ck.step;
         tracing::info!(step, "resumed from checkpoint");
-        restored_status = std::fs::read(dir.join(STATUS_FILE)).ok().and_then(|b| serde_json::from_slice::<Status>(&b).ok());
+        restored_status = std::fs::read(dir.join(STATUS_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Status>(&b).ok());
     }
     let metrics = Metrics::new(job.scheme.workers, job.scheme.redundancy);
     metrics.resumed_from_step.set(step as i64);
@@ -127,11 +154,20 @@ pub async fn run(opts: PsOptions, shutdown: impl std::future::Future<Output = ()
     };
     // A resumed PS keeps the job's history (suspects, counts, last evaluation).
     let status = match restored_status {
-        Some(old) if old.step == step => Status { phase: Phase::Starting, incarnation: fresh.incarnation.clone(), resumed_from_step: step, ..old },
+        Some(old) if old.step == step => Status {
+            phase: Phase::Starting,
+            incarnation: fresh.incarnation.clone(),
+            resumed_from_step: step,
+            ..old
+        },
         _ => fresh,
     };
     let finished = step >= job.training.steps;
-    let (published, _) = watch::channel(Published { step, params: Arc::new(params.clone()), finished });
+    let (published, _) = watch::channel(Published {
+        step,
+        params: Arc::new(params.clone()),
+        finished,
+    });
     let shared = Arc::new(Shared {
         tokens: opts.tokens.clone(),
         incarnation,
@@ -146,22 +182,31 @@ pub async fn run(opts: PsOptions, shutdown: impl std::future::Future<Output = ()
         ready: AtomicBool::new(false),
     });
 
-    let grpc_listener = tokio::net::TcpListener::bind(opts.grpc_addr).await.with_context(|| format!("binding gRPC on {}", opts.grpc_addr))?;
-    let http_listener = tokio::net::TcpListener::bind(opts.http_addr).await.with_context(|| format!("binding HTTP on {}", opts.http_addr))?;
+    let grpc_listener = tokio::net::TcpListener::bind(opts.grpc_addr)
+        .await
+        .with_context(|| format!("binding gRPC on {}", opts.grpc_addr))?;
+    let http_listener = tokio::net::TcpListener::bind(opts.http_addr)
+        .await
+        .with_context(|| format!("binding HTTP on {}", opts.http_addr))?;
     tracing::info!(grpc = %grpc_listener.local_addr()?, http = %http_listener.local_addr()?, "parameter server listening");
     let (stop_tx, stop_rx) = watch::channel(false);
-    let service = ParameterServerServer::new(ingest::Service { shared: shared.clone() })
-        .max_decoding_message_size(MAX_GRPC_MESSAGE)
-        .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    let service = ParameterServerServer::new(ingest::Service {
+        shared: shared.clone(),
+    })
+    .max_decoding_message_size(MAX_GRPC_MESSAGE)
+    .max_encoding_message_size(MAX_GRPC_MESSAGE);
     let mut grpc_stop = stop_rx.clone();
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .initial_stream_window_size(16 * 1024 * 1024)
             .initial_connection_window_size(32 * 1024 * 1024)
             .add_service(service)
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), async move {
-                let _ = grpc_stop.wait_for(|s| *s).await;
-            }),
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                async move {
+                    let _ = grpc_stop.wait_for(|s| *s).await;
+                },
+            ),
     );
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(
@@ -175,7 +220,12 @@ pub async fn run(opts: PsOptions, shutdown: impl std::future::Future<Output = ()
 
     let mut evaluator = Evaluator::new(&architecture, test_set.shape, test_set.classes);
     let test_set = Arc::new(test_set);
-    let stepper = StepLoop { job: &job, shared: &shared, decoder, checkpoint_dir: opts.checkpoint_dir.clone() };
+    let stepper = StepLoop {
+        job: &job,
+        shared: &shared,
+        decoder,
+        checkpoint_dir: opts.checkpoint_dir.clone(),
+    };
     let result = tokio::select! {
         r = stepper.run(params, optimizer, step, &mut evaluator, &test_set) => r,
         _ = shutdown => Err(anyhow::anyhow!("interrupted")),
@@ -211,7 +261,14 @@ struct StepLoop<'a> {
 }
 
 impl StepLoop<'_> {
-    async fn run(&self, mut params: Vec<f32>, mut optimizer: Optimizer, mut step: u64, evaluator: &mut Evaluator, test_set: &Arc<draco_model::Dataset>) -> anyhow::Result<()> {
+    async fn run(
+        &self,
+        mut params: Vec<f32>,
+        mut optimizer: Optimizer,
+        mut step: u64,
+        evaluator: &mut Evaluator,
+        test_set: &Arc<draco_model::Dataset>,
+    ) -> anyhow::Result<()> {
         let (shared, job) = (self.shared, self.job);
         let timeout = Duration::from_secs_f64(job.straggler_timeout_seconds);
         let started = Instant::now();
@@ -231,14 +288,26 @@ impl StepLoop<'_> {
                 let timed_out = tokio::time::Instant::now() >= deadline;
                 if ready || timed_out {
                     let outcome = self.decode().await;
-                    let retry = matches!(outcome.verdict(), StepVerdict::Undecodable) && !outcome.missing().is_empty();
+                    let retry = matches!(outcome.verdict(), StepVerdict::Undecodable)
+                        && !outcome.missing().is_empty();
                     if !retry {
                         break (outcome, timed_out && !ready);
                     }
                     let missing = outcome.missing();
-                    tracing::warn!(step, ?missing, "step {step} not decodable yet: waiting for more workers");
-                    shared.status.lock().expect("status lock").message =
-                        format!("step {step}: waiting for workers {missing:?} ({})", outcome.aggregate.as_ref().err().map(|e| e.to_string()).unwrap_or_default());
+                    tracing::warn!(
+                        step,
+                        ?missing,
+                        "step {step} not decodable yet: waiting for more workers"
+                    );
+                    shared.status.lock().expect("status lock").message = format!(
+                        "step {step}: waiting for workers {missing:?} ({})",
+                        outcome
+                            .aggregate
+                            .as_ref()
+                            .err()
+                            .map(|e| e.to_string())
+                            .unwrap_or_default()
+                    );
                     deadline = tokio::time::Instant::now() + timeout;
                 }
                 tokio::select! {
@@ -247,19 +316,31 @@ impl StepLoop<'_> {
                 }
             };
             let waited = step_started.elapsed();
-            m.step_phase_seconds.with_label_values(&["wait"]).observe(waited.as_secs_f64());
-            m.decode_outcomes.with_label_values(&[outcome.verdict().as_str()]).inc();
+            m.step_phase_seconds
+                .with_label_values(&["wait"])
+                .observe(waited.as_secs_f64());
+            m.decode_outcomes
+                .with_label_values(&[outcome.verdict().as_str()])
+                .inc();
             for (w, verdict) in outcome.workers.iter().enumerate() {
                 match verdict {
-                    WorkerVerdict::Suspect(reason) => m.suspects.with_label_values(&[&w.to_string(), reason.as_str()]).inc(),
+                    WorkerVerdict::Suspect(reason) => m
+                        .suspects
+                        .with_label_values(&[&w.to_string(), reason.as_str()])
+                        .inc(),
                     // Early decoding leaves slow members out on purpose; only a step decided
                     // at the straggler timeout counts its absentees as stragglers.
-                    WorkerVerdict::Missing if timed_out => m.missing.with_label_values(&[&w.to_string()]).inc(),
+                    WorkerVerdict::Missing if timed_out => {
+                        m.missing.with_label_values(&[&w.to_string()]).inc()
+                    }
                     _ => {}
                 }
             }
             // Close the round: late pushes for this step are now stale.
-            let closed = std::mem::replace(&mut *shared.round.lock().expect("round lock"), Round::new(step + 1, &job.scheme, shared.message_len));
+            let closed = std::mem::replace(
+                &mut *shared.round.lock().expect("round lock"),
+                Round::new(step + 1, &job.scheme, shared.message_len),
+            );
             let losses = closed.losses;
             let train_loss = self.train_loss(&outcome, &losses);
             let update_started = Instant::now();
@@ -269,13 +350,18 @@ impl StepLoop<'_> {
                 // skipped (parameters unchanged) and reported; training goes on.
                 Err(failure) => tracing::error!(step, "{failure}; step skipped"),
             }
-            m.step_phase_seconds.with_label_values(&["update"]).observe(update_started.elapsed().as_secs_f64());
+            m.step_phase_seconds
+                .with_label_values(&["update"])
+                .observe(update_started.elapsed().as_secs_f64());
             step += 1;
-            let evaluate = step == job.training.steps || (job.training.eval_every_steps > 0 && step % job.training.eval_every_steps == 0);
+            let evaluate = step == job.training.steps
+                || (job.training.eval_every_steps > 0 && step % job.training.eval_every_steps == 0);
             let evaluation = if evaluate {
                 let t = Instant::now();
                 let e = evaluator.evaluate(&params, test_set);
-                m.step_phase_seconds.with_label_values(&["eval"]).observe(t.elapsed().as_secs_f64());
+                m.step_phase_seconds
+                    .with_label_values(&["eval"])
+                    .observe(t.elapsed().as_secs_f64());
                 m.test_loss.set(f64::from(e.loss));
                 m.test_accuracy.set(f64::from(e.accuracy));
                 tracing::info!(step, accuracy = e.accuracy, loss = e.loss, "evaluated");
@@ -300,12 +386,14 @@ impl StepLoop<'_> {
                     st.test_loss = Some(e.loss);
                     st.test_accuracy = Some(e.accuracy);
                 }
-                st.steps_per_second = (step - first_step) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                st.steps_per_second =
+                    (step - first_step) as f64 / started.elapsed().as_secs_f64().max(1e-9);
                 st.params_digest = params_digest(&params);
                 st.message.clear();
             }
             if let Some(dir) = &self.checkpoint_dir
-                && (step == job.training.steps || (job.checkpoint.every_steps > 0 && step % job.checkpoint.every_steps == 0))
+                && (step == job.training.steps
+                    || (job.checkpoint.every_steps > 0 && step % job.checkpoint.every_steps == 0))
             {
                 let t = Instant::now();
                 let (first, second) = optimizer.state();
@@ -318,7 +406,8 @@ impl StepLoop<'_> {
                     optimizer_updates: optimizer.updates(),
                 };
                 let dir = dir.clone();
-                let status = serde_json::to_vec_pretty(&*shared.status.lock().expect("status lock"))?;
+                let status =
+                    serde_json::to_vec_pretty(&*shared.status.lock().expect("status lock"))?;
                 tokio::task::spawn_blocking(move || {
                     // Status first: a checkpoint never points past the history it comes with.
                     std::fs::create_dir_all(&dir)?;
@@ -328,19 +417,31 @@ impl StepLoop<'_> {
                 .await?
                 .context("writing checkpoint")?;
                 m.checkpoints.inc();
-                m.step_phase_seconds.with_label_values(&["checkpoint"]).observe(t.elapsed().as_secs_f64());
+                m.step_phase_seconds
+                    .with_label_values(&["checkpoint"])
+                    .observe(t.elapsed().as_secs_f64());
             }
             m.steps.inc();
             m.step.set(step as i64);
             m.step_seconds.observe(step_started.elapsed().as_secs_f64());
-            shared.published.send_replace(Published { step, params: Arc::new(params.clone()), finished: step >= job.training.steps });
+            shared.published.send_replace(Published {
+                step,
+                params: Arc::new(params.clone()),
+                finished: step >= job.training.steps,
+            });
         }
         Ok(())
     }
 
     /// Decodes the current round's messages on a blocking thread.
     async fn decode(&self) -> Outcome<f32> {
-        let messages: Vec<Option<Vec<f32>>> = self.shared.round.lock().expect("round lock").messages.clone();
+        let messages: Vec<Option<Vec<f32>>> = self
+            .shared
+            .round
+            .lock()
+            .expect("round lock")
+            .messages
+            .clone();
         let decoder = self.decoder.clone();
         let t = Instant::now();
         let outcome = tokio::task::spawn_blocking(move || {
@@ -349,7 +450,11 @@ impl StepLoop<'_> {
         })
         .await
         .expect("decoder thread");
-        self.shared.metrics.step_phase_seconds.with_label_values(&["decode"]).observe(t.elapsed().as_secs_f64());
+        self.shared
+            .metrics
+            .step_phase_seconds
+            .with_label_values(&["decode"])
+            .observe(t.elapsed().as_secs_f64());
         outcome
     }
 
@@ -357,12 +462,21 @@ impl StepLoop<'_> {
     /// reports the loss of the r partitions it computed, so P reports count every partition r
     /// times.
     fn train_loss(&self, outcome: &Outcome<f32>, losses: &[Option<f32>]) -> Option<f32> {
-        let honest: Vec<f32> =
-            outcome.workers.iter().zip(losses).filter(|(v, _)| **v == WorkerVerdict::Honest).filter_map(|(_, l)| *l).collect();
+        let honest: Vec<f32> = outcome
+            .workers
+            .iter()
+            .zip(losses)
+            .filter(|(v, _)| **v == WorkerVerdict::Honest)
+            .filter_map(|(_, l)| *l)
+            .collect();
         if honest.is_empty() {
             return None;
         }
         let scheme = &self.job.scheme;
-        Some(honest.iter().sum::<f32>() * scheme.workers as f32 / honest.len() as f32 / scheme.redundancy as f32)
+        Some(
+            honest.iter().sum::<f32>() * scheme.workers as f32
+                / honest.len() as f32
+                / scheme.redundancy as f32,
+        )
     }
 }

@@ -60,15 +60,27 @@ impl Status {
                 WorkerVerdict::Suspect(reason) => {
                     self.detections_total += 1;
                     let reason = reason.as_str().to_string();
-                    match self.suspects.iter_mut().find(|s| s.worker == worker && s.reason == reason) {
+                    match self
+                        .suspects
+                        .iter_mut()
+                        .find(|s| s.worker == worker && s.reason == reason)
+                    {
                         Some(s) => {
                             s.count += 1;
                             s.last_step = step;
                         }
-                        None => self.suspects.push(Suspect { worker, count: 1, first_step: step, last_step: step, reason }),
+                        None => self.suspects.push(Suspect {
+                            worker,
+                            count: 1,
+                            first_step: step,
+                            last_step: step,
+                            reason,
+                        }),
                     }
                 }
-                WorkerVerdict::Missing if timed_out => *self.missing.entry(worker).or_default() += 1,
+                WorkerVerdict::Missing if timed_out => {
+                    *self.missing.entry(worker).or_default() += 1
+                }
                 WorkerVerdict::Missing | WorkerVerdict::Honest | WorkerVerdict::Unverified => {}
             }
         }
@@ -78,7 +90,10 @@ impl Status {
 
 pub fn params_digest(params: &[f32]) -> String {
     let h = params.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
-        x.to_bits().to_le_bytes().iter().fold(h, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+        x.to_bits()
+            .to_le_bytes()
+            .iter()
+            .fold(h, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
     });
     format!("{h:016x}")
 }

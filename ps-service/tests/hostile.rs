@@ -1,0 +1,323 @@
+//! A real PS on a real loopback socket, attacked with malformed and dishonest requests from a
+//! raw gRPC client. Every one must be refused with a clear status and a counted reason, and
+//! the PS must keep serving honest workers afterwards.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use draco_core::job::JobConfig;
+use draco_proto::v1::parameter_server_client::ParameterServerClient;
+use draco_proto::v1::{FetchRequest, GradientChunk, JoinRequest};
+use tonic::Code;
+use tonic::transport::Channel;
+
+fn job() -> JobConfig {
+    let yaml = "
+apiVersion: draco.dev/v1alpha1
+kind: DracoJob
+metadata: {name: hostile}
+spec:
+  workers: 3
+  redundancy: 3
+  code: repetition
+  byzantineTolerance: 1
+  stragglerTimeoutSeconds: 60
+  model: {architecture: mlp, hidden: [8]}
+  dataset: {format: synthetic}
+  training: {steps: 5, batchSize: 30, seed: 1, optimizer: {type: sgd, learningRate: 0.1}}
+";
+    draco_api::DracoJob::from_yaml(yaml).unwrap().job_config()
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn request<T>(msg: T, rank: &str, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert(draco_proto::RANK_HEADER, rank.parse().unwrap());
+    r.metadata_mut().insert(
+        draco_proto::AUTH_HEADER,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    r
+}
+
+fn chunk(incarnation: &str, step: u64, offset: u64, total: u64, values: &[f32]) -> GradientChunk {
+    let mut data = Vec::new();
+    values
+        .iter()
+        .for_each(|v| data.extend_from_slice(&v.to_le_bytes()));
+    GradientChunk {
+        incarnation: incarnation.into(),
+        step,
+        offset,
+        total,
+        data: Bytes::from(data),
+        loss: 0.5,
+    }
+}
+
+async fn push(
+    client: &mut ParameterServerClient<Channel>,
+    rank: &str,
+    token: &str,
+    chunks: Vec<GradientChunk>,
+) -> Result<(), tonic::Status> {
+    client
+        .push_gradient(request(tokio_stream::iter(chunks), rank, token))
+        .await
+        .map(|_| ())
+}
+
+async fn metrics(http: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+fn counted(metrics: &str, reason: &str) -> f64 {
+    let key = format!("draco_rejected_messages_total{{reason=\"{reason}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_are_refused_and_counted_while_the_ps_keeps_serving() {
+    let tokens: Vec<String> = vec!["aaaa".into(), "bbbb".into(), "cccc".into()];
+    let (grpc, http) = (free_addr(), free_addr());
+    let opts = draco_ps::PsOptions {
+        job: job(),
+        grpc_addr: grpc,
+        http_addr: http,
+        tokens: tokens.clone(),
+        checkpoint_dir: None,
+        linger: Duration::from_millis(100),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(draco_ps::run(opts, async move {
+        let _ = stop_rx.await;
+    }));
+    let mut client = loop {
+        match ParameterServerClient::connect(format!("http://{grpc}")).await {
+            Ok(c) => break c,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    // Honest join tells us the incarnation and the message size.
+    let probe = draco_model::initial_parameters(
+        &draco_model::Architecture::Mlp { hidden: vec![8] },
+        [1, 28, 28],
+        10,
+        1,
+    )
+    .1;
+    let join = JoinRequest {
+        layout_digest: probe.digest(),
+        param_count: probe.len() as u64,
+    };
+    let joined = client
+        .join(request(join, "0", "aaaa"))
+        .await
+        .unwrap()
+        .into_inner();
+    let (inc, n) = (joined.incarnation.clone(), joined.message_len);
+    let good: Vec<f32> = vec![0.25; n as usize];
+
+    let expect = |r: Result<(), tonic::Status>, code: Code, text: &str| {
+        let s = r.expect_err("must be refused");
+        assert_eq!(s.code(), code, "{s:?}");
+        assert!(
+            s.message().contains(text),
+            "message {:?} should mention {text:?}",
+            s.message()
+        );
+    };
+    // Bad token, token of another rank, unknown and malformed ranks.
+    expect(
+        push(&mut client, "0", "bbbb", vec![chunk(&inc, 0, 0, n, &good)]).await,
+        Code::Unauthenticated,
+        "not rank 0's",
+    );
+    expect(
+        push(&mut client, "0", "nope", vec![chunk(&inc, 0, 0, n, &good)]).await,
+        Code::Unauthenticated,
+        "token",
+    );
+    expect(
+        push(&mut client, "7", "aaaa", vec![chunk(&inc, 0, 0, n, &good)]).await,
+        Code::PermissionDenied,
+        "rank 7 is not in",
+    );
+    expect(
+        push(&mut client, "-1", "aaaa", vec![]).await,
+        Code::PermissionDenied,
+        "must be a rank",
+    );
+    let fetch = client
+        .fetch_parameters(request(FetchRequest { step: 0 }, "1", "aaaa"))
+        .await
+        .map(|_| ());
+    expect(fetch, Code::Unauthenticated, "token");
+    // A model that does not match.
+    let wrong = client
+        .join(request(
+            JoinRequest {
+                layout_digest: 1,
+                param_count: 5,
+            },
+            "1",
+            "bbbb",
+        ))
+        .await
+        .map(|_| ());
+    expect(wrong, Code::FailedPrecondition, "this job's has");
+    // Wrong incarnation, stale and future steps.
+    expect(
+        push(&mut client, "0", "aaaa", vec![chunk("old", 0, 0, n, &good)]).await,
+        Code::FailedPrecondition,
+        "join again",
+    );
+    expect(
+        push(&mut client, "0", "aaaa", vec![chunk(&inc, 3, 0, n, &good)]).await,
+        Code::OutOfRange,
+        "pushed step 3, the PS is gathering step 0",
+    );
+    // Declared sizes: too large (refused before allocating), too small.
+    expect(
+        push(
+            &mut client,
+            "0",
+            "aaaa",
+            vec![chunk(&inc, 0, 0, u64::MAX, &good[..4])],
+        )
+        .await,
+        Code::InvalidArgument,
+        &format!("expected {n}"),
+    );
+    expect(
+        push(
+            &mut client,
+            "0",
+            "aaaa",
+            vec![chunk(&inc, 0, 0, n - 1, &good[..4])],
+        )
+        .await,
+        Code::InvalidArgument,
+        "declared",
+    );
+    // Chunks that overlap, leave a gap, overflow, or end early; an empty stream.
+    let half = (n / 2) as usize;
+    let overlap = vec![
+        chunk(&inc, 0, 0, n, &good[..half]),
+        chunk(&inc, 0, 1, n, &good[1..]),
+    ];
+    expect(
+        push(&mut client, "0", "aaaa", overlap).await,
+        Code::InvalidArgument,
+        "overlap or gap",
+    );
+    let gap = vec![
+        chunk(&inc, 0, 0, n, &good[..half]),
+        chunk(&inc, 0, half as u64 + 1, n, &good[half + 1..]),
+    ];
+    expect(
+        push(&mut client, "0", "aaaa", gap).await,
+        Code::InvalidArgument,
+        "overlap or gap",
+    );
+    let overflow = vec![
+        chunk(&inc, 0, 0, n, &good),
+        chunk(&inc, 0, n, n, &good[..1]),
+    ];
+    expect(
+        push(&mut client, "0", "aaaa", overflow).await,
+        Code::InvalidArgument,
+        "does not fit",
+    );
+    expect(
+        push(
+            &mut client,
+            "0",
+            "aaaa",
+            vec![chunk(&inc, 0, 0, n, &good[..half])],
+        )
+        .await,
+        Code::InvalidArgument,
+        "sent",
+    );
+    expect(
+        push(&mut client, "0", "aaaa", vec![]).await,
+        Code::InvalidArgument,
+        "no chunk",
+    );
+    let switching = vec![
+        chunk(&inc, 0, 0, n, &good[..half]),
+        chunk(&inc, 1, half as u64, n, &good[half..]),
+    ];
+    expect(
+        push(&mut client, "0", "aaaa", switching).await,
+        Code::InvalidArgument,
+        "changed step",
+    );
+
+    // Still serving: an honest push is accepted, a second one is a duplicate.
+    push(&mut client, "0", "aaaa", vec![chunk(&inc, 0, 0, n, &good)])
+        .await
+        .expect("honest push accepted");
+    expect(
+        push(&mut client, "0", "aaaa", vec![chunk(&inc, 0, 0, n, &good)]).await,
+        Code::AlreadyExists,
+        "already contributed",
+    );
+    // A second identical vector is s + 1 = 2 votes: step 0 is decided without waiting for
+    // rank 2, the PS moves to step 1, and a repeated step-0 push is stale.
+    push(&mut client, "1", "bbbb", vec![chunk(&inc, 0, 0, n, &good)])
+        .await
+        .unwrap();
+    let mut fetched = client
+        .fetch_parameters(request(FetchRequest { step: 1 }, "2", "cccc"))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = fetched.message().await.unwrap().unwrap();
+    assert_eq!(first.step, 1);
+    expect(
+        push(&mut client, "1", "bbbb", vec![chunk(&inc, 0, 0, n, &good)]).await,
+        Code::FailedPrecondition,
+        "stale_step",
+    );
+
+    let text = metrics(http).await;
+    for (reason, at_least) in [
+        ("unauthenticated", 3.0),
+        ("unknown_rank", 2.0),
+        ("layout_mismatch", 1.0),
+        ("wrong_incarnation", 1.0),
+        ("future_step", 1.0),
+        ("wrong_length", 3.0),
+        ("bad_chunk", 4.0),
+        ("empty_stream", 1.0),
+        ("duplicate", 1.0),
+        ("stale_step", 1.0),
+    ] {
+        assert!(
+            counted(&text, reason) >= at_least,
+            "reason {reason}: {}",
+            counted(&text, reason)
+        );
+    }
+    assert!(text.contains("draco_steps_total 1"), "one step decoded");
+    let _ = stop_tx.send(());
+    let _ = server.await;
+}
