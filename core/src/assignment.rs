@@ -127,8 +127,9 @@ impl BatchPlan {
 
     /// Batch positions covered by `partition`: sizes differ by at most one.
     pub fn partition_range(&self, partition: usize) -> Range<usize> {
-        let (b, p) = (self.batch_size, self.partitions);
-        partition * b / p..(partition + 1) * b / p
+        let (b, p) = (self.batch_size as u128, self.partitions as u128);
+        let at = |i: usize| (i as u128 * b / p) as usize;
+        at(partition)..at(partition + 1)
     }
 
     /// Dataset indices of the samples `partition` covers in step `step`, in order.

@@ -111,6 +111,12 @@ impl Matrix {
 /// Least-squares solution of `a x = b` for a tall (rows >= cols) matrix of full column rank,
 /// by Householder QR. Returns `None` when `a` is numerically rank deficient.
 pub fn least_squares(a: &Matrix, b: &[C64]) -> Option<Vec<C64>> {
+    least_squares_conditioned(a, b).map(|(x, _)| x)
+}
+
+/// `least_squares`, also returning a cheap estimate of the condition number of `a` (the ratio
+/// of the largest to the smallest diagonal entry of R), used to size noise tolerances.
+pub fn least_squares_conditioned(a: &Matrix, b: &[C64]) -> Option<(Vec<C64>, f64)> {
     let (m, n) = (a.rows, a.cols);
     assert!(m >= n && b.len() == m, "least_squares needs a tall system");
     let mut r = a.clone();
@@ -158,7 +164,10 @@ pub fn least_squares(a: &Matrix, b: &[C64]) -> Option<Vec<C64>> {
         let acc = (i + 1..n).fold(y[i], |acc, j| acc - r.at(i, j) * x[j]);
         x[i] = acc / r.at(i, i);
     }
-    Some(x)
+    let diagonal: Vec<f64> = (0..n).map(|i| r.at(i, i).abs()).collect();
+    let largest = diagonal.iter().copied().fold(0.0, f64::max);
+    let smallest = diagonal.iter().copied().fold(f64::INFINITY, f64::min);
+    Some((x, if n == 0 { 1.0 } else { largest / smallest }))
 }
 
 /// Solves a small, possibly singular square system `a x = b` in the least-squares sense with a
@@ -169,7 +178,7 @@ pub fn regularized_solve(a: &Matrix, b: &[C64]) -> Vec<C64> {
     if frob == 0.0 || !frob.is_finite() {
         return vec![ZERO; n];
     }
-    let lambda = frob * 1e-13;
+    let lambda = frob * 1e-14;
     let mut normal = Matrix::from_fn(n, n, |i, j| {
         let dot = (0..a.rows).fold(ZERO, |acc, k| acc + a.at(k, i).conj() * a.at(k, j));
         if i == j {

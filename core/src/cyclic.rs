@@ -16,7 +16,9 @@ use std::ops::Range;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng, TryRngCore};
 
-use crate::complex::{C64, Matrix, ONE, ZERO, least_squares, regularized_solve};
+use crate::complex::{
+    C64, Matrix, ONE, ZERO, least_squares, least_squares_conditioned, regularized_solve,
+};
 use crate::outcome::{DecodeFailure, Outcome, SuspectReason, WorkerVerdict};
 use crate::parallel;
 
@@ -24,9 +26,8 @@ use crate::parallel;
 pub trait WireScalar: Copy + Send + Sync + 'static {
     fn to_f64(self) -> f64;
     fn from_f64(v: f64) -> Self;
-    /// Relative residual below which a row counts as consistent with the codeword: a few
-    /// orders of magnitude above the transport's rounding noise.
-    const CONSISTENCY_TOLERANCE: f64;
+    /// Unit roundoff of the transport: the relative rounding noise of an honest message.
+    const UNIT_ROUNDOFF: f64;
 }
 impl WireScalar for f32 {
     fn to_f64(self) -> f64 {
@@ -35,7 +36,7 @@ impl WireScalar for f32 {
     fn from_f64(v: f64) -> Self {
         v as f32
     }
-    const CONSISTENCY_TOLERANCE: f64 = 1e-3;
+    const UNIT_ROUNDOFF: f64 = f32::EPSILON as f64 / 2.0;
 }
 impl WireScalar for f64 {
     fn to_f64(self) -> f64 {
@@ -44,7 +45,7 @@ impl WireScalar for f64 {
     fn from_f64(v: f64) -> Self {
         v
     }
-    const CONSISTENCY_TOLERANCE: f64 = 1e-8;
+    const UNIT_ROUNDOFF: f64 = f64::EPSILON / 2.0;
 }
 
 /// The code of one block: n workers, redundancy r, q = r - 1 syndromes.
@@ -179,7 +180,7 @@ impl CyclicDecoder {
     /// Decodes with two fresh secret projections drawn from the OS-seeded CSPRNG: a liar
     /// cannot aim for the null space of a direction chosen after its message arrived.
     pub fn decode<T: WireScalar>(&self, messages: &[Option<&[T]>]) -> Outcome<f64> {
-        let mut seeds = [[0u8; 32]; 2];
+        let mut seeds = [[0u8; 32]; DIRECTIONS];
         for seed in &mut seeds {
             // Without OS entropy the projection would be guessable: refuse to run rather than
             // decode with a predictable one.
@@ -187,16 +188,18 @@ impl CyclicDecoder {
                 .try_fill_bytes(seed)
                 .expect("the operating system's random source failed");
         }
-        let locate = random_direction(seeds[0], self.dim);
-        let verify = random_direction(seeds[1], self.dim);
-        self.decode_with(messages, &locate, &verify).0
+        let directions: Vec<Vec<f64>> = seeds
+            .iter()
+            .map(|&seed| random_direction(seed, self.dim))
+            .collect();
+        let views: Vec<&[f64]> = directions.iter().map(Vec::as_slice).collect();
+        self.decode_with(messages, &views).0
     }
 
     pub(crate) fn decode_with<T: WireScalar>(
         &self,
         messages: &[Option<&[T]>],
-        locate: &[f64],
-        verify: &[f64],
+        directions: &[&[f64]],
     ) -> (Outcome<f64>, Vec<BlockTrace>) {
         assert_eq!(messages.len(), self.workers(), "one slot per worker");
         let wire_len = 2 * self.dim;
@@ -212,7 +215,7 @@ impl CyclicDecoder {
             .collect();
         // One pass over every received vector computes both projections.
         let projections =
-            parallel::map_items(&usable, wire_len, |m| m.map(|v| project(v, locate, verify)));
+            parallel::map_items(&usable, wire_len, |m| m.map(|v| project(v, directions)));
         let mut total: Option<Vec<f64>> = Some(vec![0.0; self.dim]);
         let mut failure = None;
         let mut traces = Vec::new();
@@ -224,7 +227,7 @@ impl CyclicDecoder {
                 b,
                 proj,
                 &mut workers[range.clone()],
-                T::CONSISTENCY_TOLERANCE,
+                T::UNIT_ROUNDOFF,
             );
             traces.push(trace);
             match result {
@@ -279,37 +282,36 @@ fn random_direction(seed: [u8; 32], dim: usize) -> Vec<f64> {
     out
 }
 
-/// (z . f, z . f2) for an interleaved complex vector z and real directions f, f2. Four
-/// independent partial sums per output keep the floating-point adders busy.
-fn project<T: WireScalar>(z: &[T], f: &[f64], f2: &[f64]) -> (C64, C64) {
-    const LANES: usize = 4;
-    let mut acc = [[0.0f64; 4]; LANES];
+/// z . f for an interleaved complex vector z and each real direction f, in one pass over z.
+/// Two independent partial sums per output keep the floating-point adders busy.
+fn project<T: WireScalar>(z: &[T], directions: &[&[f64]]) -> Vec<C64> {
+    const LANES: usize = 2;
+    let mut acc = vec![[0.0f64; 2 * LANES]; directions.len()];
     let pairs = z.len() / 2;
     let whole = pairs - pairs % LANES;
-    for ((zs, fs), gs) in z[..2 * whole]
-        .chunks_exact(2 * LANES)
-        .zip(f.chunks_exact(LANES))
-        .zip(f2.chunks_exact(LANES))
-    {
-        for lane in 0..LANES {
-            let (re, im) = (zs[2 * lane].to_f64(), zs[2 * lane + 1].to_f64());
-            let a = &mut acc[lane];
-            a[0] += re * fs[lane];
-            a[1] += im * fs[lane];
-            a[2] += re * gs[lane];
-            a[3] += im * gs[lane];
+    for (c, zs) in z[..2 * whole].chunks_exact(2 * LANES).enumerate() {
+        let at = c * LANES;
+        for (a, f) in acc.iter_mut().zip(directions) {
+            for lane in 0..LANES {
+                a[2 * lane] += zs[2 * lane].to_f64() * f[at + lane];
+                a[2 * lane + 1] += zs[2 * lane + 1].to_f64() * f[at + lane];
+            }
         }
     }
     for k in whole..pairs {
-        let (re, im) = (z[2 * k].to_f64(), z[2 * k + 1].to_f64());
-        let a = &mut acc[0];
-        a[0] += re * f[k];
-        a[1] += im * f[k];
-        a[2] += re * f2[k];
-        a[3] += im * f2[k];
+        for (a, f) in acc.iter_mut().zip(directions) {
+            a[0] += z[2 * k].to_f64() * f[k];
+            a[1] += z[2 * k + 1].to_f64() * f[k];
+        }
     }
-    let total = |i: usize| acc.iter().map(|a| a[i]).sum::<f64>();
-    (C64::new(total(0), total(1)), C64::new(total(2), total(3)))
+    acc.iter()
+        .map(|a| {
+            C64::new(
+                (0..LANES).map(|l| a[2 * l]).sum(),
+                (0..LANES).map(|l| a[2 * l + 1]).sum(),
+            )
+        })
+        .collect()
 }
 
 /// total += Re(sum_h v_h z_h), in parallel over coordinate ranges; row by row over cache-sized
@@ -329,80 +331,143 @@ fn accumulate_real_part<T: WireScalar>(total: &mut [f64], rows: &[(C64, &[T])]) 
     });
 }
 
+/// Honest rows may disagree with the fitted codeword by the transport's rounding noise times
+/// the fit's conditioning; this factor is the margin above that noise. A liar whose error hides
+/// below it can move the sum by no more than the decoder's own numerical noise.
+const NOISE_MARGIN: f64 = 64.0;
+
+/// Secret random directions per step: one locates, all of them must agree the kept rows form
+/// one codeword. An error that a single direction misses by chance (its projection happening
+/// to fall under the noise tolerance) is caught by the others; location is retried with each.
+pub const DIRECTIONS: usize = 4;
+
 /// Locates liars in one block from the projected rows and returns the recovery weights
 /// (local row, v_h) whose combination sum_h v_h z_h has real part sum_i g_i.
+///
+/// Steps: known erasures (missing rows) and known liars (malformed or non-finite rows) are
+/// removed; the remaining liars are located from the syndromes; the codeword is fitted on the
+/// rows not located — never re-admitting a located row — and must explain every one of them
+/// under both secret projections, within the noise tolerance, or the block is undecodable.
+/// Located rows that turn out consistent were false alarms and are not named.
 fn decode_block(
     code: &CyclicCode,
     s: usize,
     block: usize,
-    projections: &[Option<(C64, C64)>],
+    projections: &[Option<Vec<C64>>],
     verdicts: &mut [WorkerVerdict],
-    tolerance: f64,
+    unit_roundoff: f64,
 ) -> (Result<Vec<(usize, C64)>, DecodeFailure>, BlockTrace) {
     let n = code.n;
     let q = code.r - 1;
     let k = n - q;
     let mut trace = BlockTrace::default();
-    let undecodable = |detail: String| DecodeFailure::Undecodable {
-        unit: block,
-        detail,
+    let fail = |verdicts: &mut [WorkerVerdict], failure: DecodeFailure| {
+        mark_unverified(projections, verdicts);
+        failure
     };
 
-    // Rows that cannot be honest: non-finite projections (NaN/Inf payloads). They are liars at
-    // known positions, so they cost one syndrome each instead of two.
+    // Rows that cannot be honest: malformed (already named) and non-finite (NaN/Inf) ones. They
+    // are liars at known positions, so they cost one syndrome each instead of two.
     let mut erased: Vec<usize> = Vec::new();
-    let mut known_liars = 0;
+    let mut known_liars = 0usize;
     for (j, p) in projections.iter().enumerate() {
-        match p {
-            // A malformed vector is a liar at a known position, like a non-finite one.
-            None if matches!(verdicts[j], WorkerVerdict::Suspect(_)) => {
-                erased.push(j);
-                known_liars += 1;
-            }
-            None => erased.push(j),
-            Some((a, b)) if !(a.is_finite() && b.is_finite()) => {
-                erased.push(j);
-                known_liars += 1;
-                verdicts[j] = WorkerVerdict::Suspect(SuspectReason::InconsistentCodeword);
-            }
-            Some(_) => {}
+        let known_liar = match p {
+            None => matches!(verdicts[j], WorkerVerdict::Suspect(_)),
+            Some(values) => !values.iter().all(|x| x.is_finite()),
+        };
+        if p.is_none() || known_liar {
+            erased.push(j);
+        }
+        if known_liar {
+            known_liars += 1;
+            verdicts[j] = match verdicts[j] {
+                WorkerVerdict::Suspect(reason) => WorkerVerdict::Suspect(reason),
+                _ => WorkerVerdict::Suspect(SuspectReason::InconsistentCodeword),
+            };
         }
     }
     let missing = erased.len() - known_liars;
-    if 2 * s + missing > q {
-        mark_unverified(projections, verdicts);
+    if known_liars > s {
         let detail = format!(
-            "block {block}: {missing} of {n} coded vectors missing; with byzantineTolerance {s} and redundancy {} \
-             at most {} may be missing",
-            code.r,
-            q - 2 * s
+            "block {block}: {known_liars} coded vectors are malformed or non-finite, more than byzantineTolerance {s}"
         );
-        return (Err(undecodable(detail)), trace);
+        return (
+            Err(fail(
+                verdicts,
+                DecodeFailure::BoundViolated {
+                    unit: block,
+                    detail,
+                },
+            )),
+            trace,
+        );
     }
-    let unknown_liars = s.saturating_sub(known_liars);
+    let unknown_liars = s - known_liars;
+    if erased.len() + 2 * unknown_liars > q {
+        let detail = format!(
+            "block {block}: {missing} of {n} coded vectors missing and {known_liars} unusable; with byzantineTolerance {s} \
+             and redundancy {} the code needs 2 * (liars still to locate) + (missing or unusable) <= {q}",
+            code.r
+        );
+        return (
+            Err(fail(
+                verdicts,
+                DecodeFailure::Undecodable {
+                    unit: block,
+                    detail,
+                },
+            )),
+            trace,
+        );
+    }
     let live: Vec<usize> = (0..n).filter(|j| !erased.contains(j)).collect();
-    let e: Vec<C64> = (0..n)
-        .map(|j| {
-            projections[j]
-                .filter(|_| !erased.contains(&j))
-                .map_or(ZERO, |p| p.0)
+    // Per direction, the projected rows, scaled so the largest is 1: a liar sending 1e200 must
+    // not overflow anything. Erased rows are zero.
+    let directions = projections
+        .iter()
+        .flatten()
+        .map(Vec::len)
+        .next()
+        .unwrap_or(0);
+    let projected: Vec<Vec<C64>> = (0..directions)
+        .map(|dir| {
+            let raw: Vec<C64> = (0..n)
+                .map(|j| {
+                    if erased.contains(&j) {
+                        ZERO
+                    } else {
+                        projections[j].as_ref().map_or(ZERO, |p| p[dir])
+                    }
+                })
+                .collect();
+            let top = raw
+                .iter()
+                .map(|x| x.re.abs().max(x.im.abs()))
+                .fold(0.0, f64::max);
+            if top > 0.0 {
+                raw.iter().map(|x| x.scale(1.0 / top)).collect()
+            } else {
+                raw
+            }
         })
         .collect();
-    let scale =
-        (live.iter().map(|&j| e[j].norm_sqr()).sum::<f64>() / live.len().max(1) as f64).sqrt();
-    trace.projections = e.clone();
+    trace.projections = (0..n)
+        .map(|j| projections[j].as_ref().map_or(ZERO, |p| p[0]))
+        .collect();
 
-    // Syndromes y_m = n^-1/2 sum_j zeta_j^(k+m) e_j (the honest part cancels: C2^H W = 0).
     let norm = 1.0 / (n as f64).sqrt();
     let zeta = |j: usize, power: usize| root(n, -((j * power) as i64));
-    let syndromes: Vec<C64> = (0..q)
-        .map(|m| {
-            live.iter()
-                .fold(ZERO, |acc, &j| acc + zeta(j, k + m) * e[j])
-                .scale(norm)
-        })
-        .collect();
-    trace.syndromes = syndromes.clone();
+    // Syndromes y_m = n^-1/2 sum_j zeta_j^(k+m) e_j (the honest part cancels: C2^H W = 0).
+    let syndromes_of = |e: &[C64]| -> Vec<C64> {
+        (0..q)
+            .map(|m| {
+                live.iter()
+                    .fold(ZERO, |acc, &j| acc + zeta(j, k + m) * e[j])
+                    .scale(norm)
+            })
+            .collect()
+    };
+    trace.syndromes = syndromes_of(&trace.projections);
     // Known erasures: multiply by their locator polynomial Gamma(x) = prod (x - zeta_j), which
     // leaves power sums over the unknown error locations only.
     let mut gamma = vec![ONE];
@@ -415,27 +480,26 @@ fn decode_block(
         }
         gamma = next;
     }
-    let modified: Vec<C64> = (0..q - erased.len())
-        .map(|m| {
-            gamma
-                .iter()
-                .enumerate()
-                .fold(ZERO, |acc, (t, &g)| acc + g * syndromes[m + t])
-        })
-        .collect();
-
-    // Locate up to `unknown_liars` errors: the locator L(x) = x^v - sum a_t x^t annihilates the
-    // modified syndromes; every solution of the Hankel system vanishes at the true locations,
-    // so the v rows with the smallest |L(zeta_j)| contain all liars.
     let v = unknown_liars;
-    let syndrome_energy = modified.iter().map(|y| y.abs()).fold(0.0, f64::max);
-    let flagged: Vec<usize> = if v == 0 || syndrome_energy <= scale * tolerance * 1e-3 {
-        Vec::new()
-    } else {
+    // Locates up to v errors from one direction: the locator L(x) = x^v - sum a_t x^t
+    // annihilates the modified syndromes; every solution of the Hankel system vanishes at the
+    // true locations, so the v rows with the smallest |L(zeta_j)| contain all liars.
+    let locate = |e: &[C64]| -> (Vec<usize>, Vec<C64>) {
+        if v == 0 {
+            return (Vec::new(), Vec::new());
+        }
+        let syndromes = syndromes_of(e);
+        let modified: Vec<C64> = (0..q - erased.len())
+            .map(|m| {
+                gamma
+                    .iter()
+                    .enumerate()
+                    .fold(ZERO, |acc, (t, &g)| acc + g * syndromes[m + t])
+            })
+            .collect();
         let hankel = Matrix::from_fn(v, v, |i, t| modified[i + t]);
         let rhs: Vec<C64> = (0..v).map(|i| modified[i + v]).collect();
         let a = regularized_solve(&hankel, &rhs);
-        trace.locator = a.clone();
         let mut by_size: Vec<(f64, usize)> = live
             .iter()
             .map(|&j| {
@@ -449,97 +513,94 @@ fn decode_block(
             })
             .collect();
         by_size.sort_by(|p, q| p.0.total_cmp(&q.0));
-        by_size.iter().take(v).map(|&(_, j)| j).collect()
-    };
-    trace.flagged = flagged.clone();
-
-    // Fit the honest codeword on the unflagged rows, then keep every row consistent with it.
-    let fit_rows: Vec<usize> = live
-        .iter()
-        .copied()
-        .filter(|j| !flagged.contains(j))
-        .collect();
-    let fit = match least_squares(
-        &code.data_columns.select_rows(&fit_rows),
-        &fit_rows.iter().map(|&j| e[j]).collect::<Vec<_>>(),
-    ) {
-        Some(u) => u,
-        None => {
-            mark_unverified(projections, verdicts);
-            return (
-                Err(undecodable(format!(
-                    "block {block}: the remaining rows do not determine the codeword"
-                ))),
-                trace,
-            );
-        }
+        (by_size.iter().take(v).map(|&(_, j)| j).collect(), a)
     };
     let predicted =
         |j: usize, u: &[C64]| (0..k).fold(ZERO, |acc, c| acc + code.data_columns.at(j, c) * u[c]);
-    let consistent: Vec<usize> = live
-        .iter()
-        .copied()
-        .filter(|&j| (e[j] - predicted(j, &fit)).abs() <= tolerance * scale)
-        .collect();
-    trace.consistent = consistent.clone();
-    let inconsistent = live.len() - consistent.len();
-    if inconsistent > unknown_liars {
-        mark_unverified(projections, verdicts);
-        let detail = format!(
-            "block {block}: {inconsistent} coded vectors are inconsistent with the codeword, more than the {unknown_liars} \
-             liars that can still be located (byzantineTolerance {s}, {known_liars} non-finite, {missing} missing)"
-        );
-        return (
-            Err(DecodeFailure::BoundViolated {
+
+    // Try locating with each direction in turn; accept the first set of kept rows that every
+    // direction sees as one codeword (within the noise tolerance).
+    let mut last_bad = None;
+    for (attempt, e) in projected.iter().enumerate() {
+        let (flagged, locator) = locate(e);
+        if attempt == 0 {
+            trace.flagged = flagged.clone();
+            trace.locator = locator;
+        }
+        let kept: Vec<usize> = live
+            .iter()
+            .copied()
+            .filter(|j| !flagged.contains(j))
+            .collect();
+        let rows = code.data_columns.select_rows(&kept);
+        let mut fits = Vec::with_capacity(projected.len());
+        for values in &projected {
+            match least_squares_conditioned(
+                &rows,
+                &kept.iter().map(|&j| values[j]).collect::<Vec<_>>(),
+            ) {
+                Some(fit) => fits.push(fit),
+                None => break,
+            }
+        }
+        if fits.len() < projected.len() {
+            continue;
+        }
+        let cond = fits.iter().map(|(_, c)| *c).fold(1.0, f64::max);
+        let tolerance = NOISE_MARGIN * unit_roundoff * cond * (n as f64).sqrt();
+        // The kept rows' largest magnitude (hypot-based: no overflow or underflow even when a
+        // located liar dwarfs them) sets the scale of the tolerance.
+        let consistent = |j: usize| {
+            projected.iter().zip(&fits).all(|(values, (u, _))| {
+                let peak = kept.iter().map(|&h| values[h].abs()).fold(0.0, f64::max);
+                (values[j] - predicted(j, u)).abs() <= tolerance * peak
+            })
+        };
+        if let Some(&bad) = kept.iter().find(|&&j| !consistent(j)) {
+            last_bad = Some(bad);
+            continue;
+        }
+        let consistent_rows: Vec<usize> = live.iter().copied().filter(|&j| consistent(j)).collect();
+        for &j in &live {
+            verdicts[j] = if consistent_rows.contains(&j) {
+                WorkerVerdict::Honest
+            } else {
+                WorkerVerdict::Suspect(SuspectReason::InconsistentCodeword)
+            };
+        }
+        trace.consistent = consistent_rows;
+        // Recovery weights: v = row 0 of pinv(C1[kept,:]), the minimum-norm solution of
+        // C1[kept,:]^T v = e_0; then sum_h v_h z_h = sum_i g_i (column sums of W are sqrt(n)).
+        let weights = (0..kept.len())
+            .map(|h| {
+                let unit: Vec<C64> = (0..kept.len())
+                    .map(|i| if i == h { ONE } else { ZERO })
+                    .collect();
+                least_squares(&rows, &unit).expect("rows verified to have full rank")[0]
+            })
+            .collect::<Vec<_>>();
+        return (Ok(kept.into_iter().zip(weights).collect()), trace);
+    }
+    let detail = match last_bad {
+        Some(bad) => format!(
+            "block {block}: after setting aside the {v} most suspicious rows, worker {bad} still disagrees with the codeword \
+             the others define (more than {s} liars, or errors too small to locate)"
+        ),
+        None => format!("block {block}: the remaining rows do not determine the codeword"),
+    };
+    (
+        Err(fail(
+            verdicts,
+            DecodeFailure::Undecodable {
                 unit: block,
                 detail,
-            }),
-            trace,
-        );
-    }
-
-    // Verify on the second, independent projection: every kept row must lie on one codeword.
-    let e2: Vec<C64> = consistent
-        .iter()
-        .map(|&j| projections[j].expect("live row").1)
-        .collect();
-    let rows = code.data_columns.select_rows(&consistent);
-    let verified = least_squares(&rows, &e2).is_some_and(|u2| {
-        let scale2 = (e2.iter().map(|x| x.norm_sqr()).sum::<f64>() / e2.len() as f64).sqrt();
-        consistent
-            .iter()
-            .zip(&e2)
-            .all(|(&j, &y)| (y - predicted(j, &u2)).abs() <= tolerance * scale2)
-    });
-    if !verified {
-        mark_unverified(projections, verdicts);
-        let detail = format!(
-            "block {block}: the rows consistent under the first projection disagree under an independent second one"
-        );
-        return (Err(undecodable(detail)), trace);
-    }
-
-    for &j in &live {
-        verdicts[j] = if consistent.contains(&j) {
-            WorkerVerdict::Honest
-        } else {
-            WorkerVerdict::Suspect(SuspectReason::InconsistentCodeword)
-        };
-    }
-    // Recovery weights: v = row 0 of pinv(C1[G,:]), i.e. the minimum-norm solution of
-    // C1[G,:]^T v = e_0; then sum_h v_h z_h = sum_i g_i (column sums of W are sqrt(n)).
-    let weights = (0..consistent.len())
-        .map(|h| {
-            let unit: Vec<C64> = (0..consistent.len())
-                .map(|i| if i == h { ONE } else { ZERO })
-                .collect();
-            least_squares(&rows, &unit).expect("rows verified to have full rank")[0]
-        })
-        .collect::<Vec<_>>();
-    (Ok(consistent.into_iter().zip(weights).collect()), trace)
+            },
+        )),
+        trace,
+    )
 }
 
-fn mark_unverified(projections: &[Option<(C64, C64)>], verdicts: &mut [WorkerVerdict]) {
+fn mark_unverified(projections: &[Option<Vec<C64>>], verdicts: &mut [WorkerVerdict]) {
     for (j, p) in projections.iter().enumerate() {
         if p.is_some() && verdicts[j] == WorkerVerdict::Missing {
             verdicts[j] = WorkerVerdict::Unverified;

@@ -173,7 +173,7 @@ fn golden_example_n5_s1() {
     msgs[2][0] += 100.0;
     msgs[2][2] -= 100.0;
     let (outcome, traces) =
-        decoder(5, 3, 1, 2).decode_with(&as_slots(&msgs), &[1.3, 0.7], &[0.3, -1.1]);
+        decoder(5, 3, 1, 2).decode_with(&as_slots(&msgs), &[&[1.3, 0.7], &[0.3, -1.1]]);
     let t = &traces[0];
     let want_e = [
         (6.3211, -1.6168),
@@ -283,7 +283,7 @@ fn imaginary_part_of_the_recovery_vanishes() {
     let g = gradients(&mut rng(5), n, d);
     let msgs = encode_all::<f64>(&code, &g);
     let dec = decoder(n, r, 2, d);
-    let (outcome, traces) = dec.decode_with(&as_slots(&msgs), &vec![0.5; d], &vec![-0.25; d]);
+    let (outcome, traces) = dec.decode_with(&as_slots(&msgs), &[&vec![0.5; d], &vec![-0.25; d]]);
     assert!(outcome.aggregate.is_ok());
     let rows = code.data_columns.select_rows(&traces[0].consistent);
     for k in 0..d {
@@ -324,7 +324,7 @@ fn liar_who_knows_last_steps_projection_is_still_caught() {
     }
     // Were the PS to reuse f, the locator would see nothing wrong; the independent verify
     // projection still refuses to return the corrupted sum.
-    let (reused, _) = dec.decode_with(&as_slots(&msgs), &f_last, &vec![1.0; d]);
+    let (reused, _) = dec.decode_with(&as_slots(&msgs), &[&f_last, &vec![1.0; d]]);
     if let Ok(sum) = &reused.aggregate {
         assert!(
             relative_error(sum, &want) < 1e-9,

@@ -19,6 +19,7 @@ pub enum StepDecoder {
         params: AggregatorParams,
         byzantine_tolerance: usize,
         workers: usize,
+        dim: usize,
     },
 }
 
@@ -46,6 +47,7 @@ impl StepDecoder {
                 params: AggregatorParams::default(),
                 byzantine_tolerance: s,
                 workers: scheme.workers,
+                dim,
             },
         })
     }
@@ -74,11 +76,24 @@ impl StepDecoder {
                 params,
                 byzantine_tolerance,
                 workers,
+                dim,
             } => {
+                // The job fixes the length; a vector of any other length is a malformed lie
+                // and must not get to vote on what the length is.
+                let usable: Vec<Option<&[f32]>> = messages
+                    .iter()
+                    .map(|m| m.filter(|v| v.len() == *dim))
+                    .collect();
                 let Outcome {
                     aggregate,
-                    workers: verdicts,
-                } = statistical::aggregate(rule, params, messages, *byzantine_tolerance);
+                    workers: mut verdicts,
+                } = statistical::aggregate(rule, params, &usable, *byzantine_tolerance);
+                for (verdict, m) in verdicts.iter_mut().zip(messages) {
+                    if m.is_some_and(|v| v.len() != *dim) {
+                        *verdict =
+                            crate::WorkerVerdict::Suspect(crate::SuspectReason::MalformedMessage);
+                    }
+                }
                 let scale = *workers as f32;
                 Outcome {
                     aggregate: aggregate.map(|mut v| {

@@ -177,6 +177,9 @@ impl Tally {
     /// length is recorded as malformed and does not vote. Offering the same worker twice is
     /// ignored: the first contribution counts.
     pub fn offer<'a>(&mut self, j: usize, msg: &[f32], vector_of: impl Fn(usize) -> &'a [f32]) {
+        if j >= self.malformed.len() {
+            return; // not a worker of this job: no vote
+        }
         let g = self.decoder.group_of(j);
         let already = self.malformed[j] || self.groups[g].iter().any(|b| b.members.contains(&j));
         if already {

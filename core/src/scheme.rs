@@ -83,14 +83,24 @@ impl Scheme {
                 format!("must be between 1 and workers ({p}), got {r}"),
             ));
         }
-        if 2 * s + e > r - 1 {
+        // With code none there is no code to decode: s is the statistical rule's assumption
+        // (checked against the aggregator), not a property of redundancy.
+        let needed = s.saturating_mul(2).saturating_add(e);
+        if self.code != CodeKind::None && needed > r - 1 {
             return Err(invalid(
                 "byzantineTolerance",
                 format!(
                     "2 * byzantineTolerance + stragglerTolerance must be <= redundancy - 1: \
-                     2*{s} + {e} = {} > {r} - 1 = {}",
-                    2 * s + e,
+                     2*{s} + {e} = {needed} > {r} - 1 = {}",
                     r - 1
+                ),
+            ));
+        }
+        if self.code == CodeKind::None && (s >= p || e > 0) {
+            return Err(invalid(
+                "byzantineTolerance",
+                format!(
+                    "code none: byzantineTolerance must be below workers ({p}) and stragglerTolerance 0, got {s} and {e}"
                 ),
             ));
         }
@@ -138,7 +148,7 @@ impl Scheme {
                     ),
                 ));
             }
-            Some(size) => p / size,
+            Some(size) => p.div_ceil(size),
             None => p.div_ceil(max_block),
         };
         // Spread the ranks evenly: the first `p % count` blocks get one extra worker.

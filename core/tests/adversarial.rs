@@ -1,9 +1,7 @@
 //! Adversarial review of draco-core through its public API only.
 //!
-//! Tests that pass document protections that held. Tests marked `#[ignore = "BUG: ..."]`
-//! demonstrate a defect: they assert the behaviour the contract (shared/design/coding.md)
-//! asks for, so they FAIL (or panic) today. Run them with
-//! `cargo test -p draco-core --test adversarial -- --ignored`.
+//! Each test is an attack or a careless input; all of them are regression tests now. Those
+//! whose docs start with "P1/P2/P3/P4" or "Was" once found a defect, fixed since.
 
 use std::collections::BTreeSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -156,7 +154,6 @@ fn no_panic<R>(f: impl FnOnce() -> R) -> Option<R> {
 /// counted as "known liars" without bound, so `erased.len() > q` and `q - erased.len()`
 /// underflows in `decode_block`: the parameter server panics instead of reporting the step.
 #[test]
-#[ignore = "BUG: cyclic decode panics (usize underflow, cyclic.rs q - erased.len()) when more than r-1 rows are non-finite, e.g. one honest NaN partition"]
 fn cyclic_one_nan_partition_panics_the_decoder() {
     let (n, r, s, d) = (5, 3, 1, 8);
     let dec = cyclic(n, r, s, d);
@@ -170,7 +167,6 @@ fn cyclic_one_nan_partition_panics_the_decoder() {
 /// P1 (variant). Same underflow reached by wrong-length messages, and with s = 0 by a SINGLE
 /// non-finite message (cyclic r = 1, or r = 2 with e = 1 and one straggler).
 #[test]
-#[ignore = "BUG: cyclic decode panics on > r-1 malformed/non-finite rows; with s=0 one NaN message suffices"]
 fn cyclic_malformed_or_nan_rows_beyond_q_panic() {
     let d = 4;
     // (a) n=5, r=3, s=1: three wrong-length messages.
@@ -217,7 +213,6 @@ fn cyclic_malformed_or_nan_rows_beyond_q_panic() {
 /// steps: Ok(sum off by ~11%), B named Honest. With a small B error (0.01/coord) most steps
 /// return a wrong Ok.
 #[test]
-#[ignore = "BUG: cyclic s=2: a huge liar inflates the consistency scale so a second liar's error is returned in an Ok sum"]
 fn cyclic_two_liars_scale_inflation_gives_silent_wrong_sum() {
     let (n, r, s, d) = (9, 5, 2, 200);
     let dec = cyclic(n, r, s, d);
@@ -259,7 +254,6 @@ fn cyclic_two_liars_scale_inflation_gives_silent_wrong_sum() {
 /// attack is a ~4e-3 relative error (measured), every step. Larger errors still slip through
 /// with small probability (1/4000 steps at 3% of the row norm gave a 0.9% error in the sum).
 #[test]
-#[ignore = "BUG: cyclic f32 CONSISTENCY_TOLERANCE=1e-3 lets one liar bias the sum ~1e3x above the noise floor while named Honest"]
 fn cyclic_sub_tolerance_error_is_accepted_and_liar_named_honest() {
     let (n, r, s, d) = (5, 3, 1, 1000);
     let dec = cyclic(n, r, s, d);
@@ -310,7 +304,6 @@ fn cyclic_sub_tolerance_error_is_accepted_and_liar_named_honest() {
 /// 2e-3, ~5% silently biased at 3e-3 (sum off by up to 9e-4). A located row should never be
 /// re-admitted on a scalar test.
 #[test]
-#[ignore = "BUG: cyclic s=1: one liar with a ~2e-3 relative error makes ~7% of steps Undecodable (flagged row re-admitted)"]
 fn cyclic_single_liar_near_tolerance_error_breaks_decoding() {
     let (n, r, s, d) = (5, 3, 1, 1000);
     let dec = cyclic(n, r, s, d);
@@ -350,7 +343,6 @@ fn cyclic_single_liar_near_tolerance_error_breaks_decoding() {
 /// root cause as the silent-wrong-sum test (liar-inflated `scale`). With A at only 100x, ~14%
 /// of placements already fail.
 #[test]
-#[ignore = "BUG: cyclic s=2: two in-bound liars (one huge) make most steps Undecodable instead of decoding"]
 fn cyclic_two_liars_within_bound_cause_undecodable() {
     let (n, r, s, d) = (9, 5, 2, 200);
     let dec = cyclic(n, r, s, d);
@@ -385,15 +377,19 @@ fn cyclic_two_liars_within_bound_cause_undecodable() {
 /// one coordinate; `norm_sqr` overflows, `scale` = inf, every tolerance test passes, the
 /// locator is skipped, and the garbage row is summed: Ok(~1e200 error), everyone Honest.
 #[test]
-#[ignore = "BUG: cyclic f64 wire: a 1e200 entry makes scale=inf so the liar is summed into an Ok result, all named Honest"]
 fn cyclic_f64_wire_overflowing_scale_accepts_garbage() {
     let (n, r, s, d) = (5, 3, 1, 8);
     let dec = cyclic(n, r, s, d);
     let g = gradients(n, d, 3);
     let want = true_sum(&g);
-    let mut msgs: Vec<Vec<f64>> = encode_all(&dec, &g, r)
-        .into_iter()
-        .map(|m| m.into_iter().map(f64::from).collect())
+    // Honest f64-wire messages are encoded in f64 (f32-rounded ones carry f32 noise, which
+    // an f64 decoder rightly refuses as inconsistent).
+    let mut msgs: Vec<Vec<f64>> = (0..n)
+        .map(|j| {
+            let (code, local) = dec.code_of(j);
+            let held: Vec<&[f32]> = (0..r).map(|k| g[(local + k) % n].as_slice()).collect();
+            code.encode::<f64>(local, &held)
+        })
         .collect();
     msgs[1][0] += 1e200;
     let out = dec.decode(&slots(&msgs));
@@ -410,13 +406,9 @@ fn cyclic_f64_wire_overflowing_scale_accepts_garbage() {
     );
 }
 
-/// P2. `code: none` forces r = 1, hence byzantineTolerance = 0 (2s + e <= r - 1 = 0), and
-/// StepDecoder passes that s as the aggregators' f. With f = 0 trimmed mean trims nothing,
-/// Multi-Krum averages all n and Bulyan keeps all n with beta = n: all three ARE the mean, and
-/// one Byzantine worker with 1e30 sets the step's gradient. No config can fix it
-/// (JobConfig also checks min_workers against s = 0).
+/// Was P2: `code: none` pinned byzantineTolerance to 0 (2s + e <= r - 1 = 0), so trimmed mean,
+/// Multi-Krum and Bulyan degenerated to the mean. Now s is the aggregators' f for code none.
 #[test]
-#[ignore = "BUG: code none pins f=0, so trimmedMean/multiKrum/bulyan degenerate to the mean; one 1e30 worker controls the step"]
 fn code_none_robust_aggregators_degenerate_to_the_mean() {
     let (p, d) = (7, 4);
     let mut msgs = gradients(p, d, 5);
@@ -430,7 +422,7 @@ fn code_none_robust_aggregators_degenerate_to_the_mean() {
         Aggregator::Krum,
         Aggregator::GeometricMedian,
     ] {
-        let dec = StepDecoder::new(&scheme(CodeKind::None, p, 1, 0, 0), Some(rule), d).unwrap();
+        let dec = StepDecoder::new(&scheme(CodeKind::None, p, 1, 1, 0), Some(rule), d).unwrap();
         let out = dec.decode(&slots(&msgs));
         let agg = out.aggregate.expect("enough workers");
         if agg.iter().any(|x| x.abs() > 1e3) {
@@ -446,7 +438,6 @@ fn code_none_robust_aggregators_degenerate_to_the_mean() {
 /// length wins the tie: the honest worker is named MalformedMessage and the returned
 /// aggregate has the liar's length, not `dim`.
 #[test]
-#[ignore = "BUG: code none ignores the configured dim: output length is attacker-chosen and an honest worker is named malformed"]
 fn code_none_ignores_configured_dimension() {
     let d = 4;
     let dec = StepDecoder::new(&scheme(CodeKind::None, 5, 1, 0, 0), None, d).unwrap();
@@ -474,7 +465,6 @@ fn code_none_ignores_configured_dimension() {
 /// byzantineTolerance or stragglerTolerance panics (debug) or wraps and is accepted (release,
 /// e.g. s = 2^63 gives 2s = 0). JobConfig::validate calls this on user input.
 #[test]
-#[ignore = "BUG: Scheme::validate overflows on 2*s+e (panic in debug, wrap-around acceptance in release)"]
 fn scheme_validate_overflows_on_huge_tolerances() {
     for (s, e) in [
         (usize::MAX / 2 + 1, 0),
@@ -495,7 +485,6 @@ fn scheme_validate_overflows_on_huge_tolerances() {
 /// size 18 (the envelope maximum) yields one 35-worker block and an error blaming `workers`,
 /// although 18 + 17 is a valid layout (and size 17 is accepted, giving blocks of 18 and 17).
 #[test]
-#[ignore = "BUG: explicit cyclicBlockSize uses p/size (floor): blocks exceed the requested size and valid requests are refused"]
 fn explicit_cyclic_block_size_is_not_honoured() {
     let mut sc = scheme(CodeKind::Cyclic, 35, 3, 1, 0);
     sc.cyclic_block_size = Some(18);
@@ -514,7 +503,6 @@ fn explicit_cyclic_block_size_is_not_honoured() {
 /// message content: CyclicDecoder::new with 2s > r - 1 panics formatting its own error message
 /// (`q - 2 * s` underflow) as soon as a step is decoded.
 #[test]
-#[ignore = "BUG: CyclicDecoder::new accepts 2s > r-1 and decode then panics (underflow in the error message)"]
 fn cyclic_decoder_with_unvalidated_tolerance_panics() {
     let dec = cyclic(5, 3, 2, 4);
     let g = gradients(5, 4, 1);
@@ -527,7 +515,6 @@ fn cyclic_decoder_with_unvalidated_tolerance_panics() {
 /// `partition * batch_size` unchecked. (JobConfig caps batchSize at 2^20, so only direct API
 /// users hit it.)
 #[test]
-#[ignore = "BUG: BatchPlan::partition_range overflows for a huge batch_size that BatchPlan::new accepted"]
 fn batch_plan_huge_batch_size_overflows() {
     let plan = BatchPlan::new(100, usize::MAX / 2, 4, 0);
     if let Ok(plan) = plan {
@@ -540,7 +527,6 @@ fn batch_plan_huge_batch_size_overflows() {
 /// indexes `malformed[j]`). Fine if the PS validates ranks first; a crash if it trusts a
 /// rank taken from the wire.
 #[test]
-#[ignore = "BUG (hazard): Tally::offer panics on an out-of-range rank instead of rejecting it"]
 fn tally_offer_out_of_range_rank_panics() {
     let dec = rep_decoder(6, 3, 1, 2);
     let v = vec![1.0f32, 2.0];

@@ -38,6 +38,8 @@ pub struct LeNet {
     fc3: Linear,
 }
 
+// The variants differ in size, but a network exists once per process: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Network {
     Mlp(Mlp),

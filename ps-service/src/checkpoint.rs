@@ -1,5 +1,6 @@
 //! Checkpoints: the step, parameters and optimizer state, written atomically (temporary file
 //! + rename) so a PS killed at any moment leaves either the old or the new checkpoint.
+//!
 //! Format: magic, then little-endian u64 header fields, then f32 vectors.
 
 use std::io::{Read, Write};

@@ -355,7 +355,8 @@ impl StepLoop<'_> {
                 .observe(update_started.elapsed().as_secs_f64());
             step += 1;
             let evaluate = step == job.training.steps
-                || (job.training.eval_every_steps > 0 && step % job.training.eval_every_steps == 0);
+                || (job.training.eval_every_steps > 0
+                    && step.is_multiple_of(job.training.eval_every_steps));
             let evaluation = if evaluate {
                 let t = Instant::now();
                 let e = evaluator.evaluate(&params, test_set);
@@ -393,7 +394,8 @@ impl StepLoop<'_> {
             }
             if let Some(dir) = &self.checkpoint_dir
                 && (step == job.training.steps
-                    || (job.checkpoint.every_steps > 0 && step % job.checkpoint.every_steps == 0))
+                    || (job.checkpoint.every_steps > 0
+                        && step.is_multiple_of(job.checkpoint.every_steps)))
             {
                 let t = Instant::now();
                 let (first, second) = optimizer.state();
