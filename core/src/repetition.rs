@@ -192,6 +192,32 @@ impl Tally {
         insert_vote(&mut self.groups[g], j, digest_f32(msg), msg, vector_of);
     }
 
+    /// The verdict on worker `j` given the votes so far (for a vector that arrived after its
+    /// group was decided): honest if it joined the winning bucket, outvoted otherwise.
+    pub fn verdict_of(&self, j: usize) -> WorkerVerdict {
+        if j >= self.malformed.len() {
+            return WorkerVerdict::Missing;
+        }
+        if self.malformed[j] {
+            return WorkerVerdict::Suspect(SuspectReason::MalformedMessage);
+        }
+        let g = self.decoder.group_of(j);
+        let quorum = self.decoder.byzantine_tolerance + 1;
+        let winners: Vec<&Bucket> = self.groups[g]
+            .iter()
+            .filter(|b| b.members.len() >= quorum)
+            .collect();
+        match (
+            winners.as_slice(),
+            self.groups[g].iter().find(|b| b.members.contains(&j)),
+        ) {
+            (_, None) => WorkerVerdict::Missing,
+            ([winner], Some(mine)) if std::ptr::eq(*winner, mine) => WorkerVerdict::Honest,
+            ([_], Some(_)) => WorkerVerdict::Suspect(SuspectReason::OutvotedInGroup),
+            _ => WorkerVerdict::Unverified,
+        }
+    }
+
     pub fn group_state(&self, g: usize) -> GroupState {
         let quorum = self.decoder.byzantine_tolerance + 1;
         match self.groups[g]

@@ -322,7 +322,7 @@ impl ParameterServer for Service {
             let mut round = s.round.lock().expect("round lock");
             if round.step != step {
                 drop(round);
-                return Err(self.stale_or_future(rank, step));
+                return self.judge_late(rank, step, message);
             }
             if round.has(rank) {
                 return Err(self.reject(
@@ -346,14 +346,60 @@ impl ParameterServer for Service {
 }
 
 impl Service {
-    /// Refuses anything but the step being gathered, before the body is read.
+    /// A vector for the step decoded just before: not needed for the sum, but its sender still
+    /// gets a verdict (coding.md §5). Anything older is stale.
+    fn judge_late(
+        &self,
+        rank: usize,
+        step: u64,
+        message: Vec<f32>,
+    ) -> Result<Response<PushReply>, Status> {
+        let s = &self.shared;
+        let verdict = {
+            let mut previous = s.previous.lock().expect("previous round lock");
+            match previous.as_mut().filter(|p| p.step == step) {
+                Some(p) if p.has(rank) => {
+                    return Err(self.reject(
+                        Rejection::Duplicate,
+                        format!("rank {rank} already contributed to step {step}"),
+                    ));
+                }
+                Some(p) => p.judge_late(rank, message),
+                None => None,
+            }
+        };
+        let Some(verdict) = verdict else {
+            return Err(self.stale_or_future(rank, step));
+        };
+        s.metrics
+            .messages
+            .with_label_values(&[&rank.to_string()])
+            .inc();
+        if let draco_core::WorkerVerdict::Suspect(reason) = verdict {
+            s.metrics
+                .suspects
+                .with_label_values(&[&rank.to_string(), reason.as_str()])
+                .inc();
+            s.status
+                .lock()
+                .expect("status lock")
+                .name_suspect(step, rank, reason.as_str());
+        }
+        Ok(Response::new(PushReply {
+            step,
+            decoded: true,
+        }))
+    }
+
+    /// Refuses, before the body is read, anything but the step being gathered or (to be judged
+    /// late) the one just decoded.
     fn check_step(&self, rank: usize, step: u64) -> Result<(), Status> {
         let round = self.shared.round.lock().expect("round lock");
-        if round.step != step {
+        if round.step != step && round.step != step + 1 {
             drop(round);
             return Err(self.stale_or_future(rank, step));
         }
-        if round.has(rank) {
+        if round.step == step && round.has(rank) {
             return Err(self.reject(
                 Rejection::Duplicate,
                 format!("rank {rank} already contributed to step {step}"),

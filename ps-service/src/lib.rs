@@ -63,6 +63,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub published: watch::Sender<Published>,
     pub(crate) round: Mutex<Round>,
+    /// The last decoded round, kept so vectors arriving late can still be judged.
+    pub(crate) previous: Mutex<Option<Round>>,
     pub arrivals: Notify,
     pub status: Mutex<Status>,
     pub ready: AtomicBool,
@@ -177,6 +179,7 @@ pub async fn run(
         metrics,
         published,
         round: Mutex::new(Round::new(step, &job.scheme, message_len)),
+        previous: Mutex::new(None),
         arrivals: Notify::new(),
         status: Mutex::new(status),
         ready: AtomicBool::new(false),
@@ -341,7 +344,8 @@ impl StepLoop<'_> {
                 &mut *shared.round.lock().expect("round lock"),
                 Round::new(step + 1, &job.scheme, shared.message_len),
             );
-            let losses = closed.losses;
+            let losses = closed.losses.clone();
+            *shared.previous.lock().expect("previous round lock") = Some(closed);
             let train_loss = self.train_loss(&outcome, &losses);
             let update_started = Instant::now();
             match &outcome.aggregate {

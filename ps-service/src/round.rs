@@ -3,6 +3,7 @@
 //! cyclic code as soon as every block misses at most e messages; statistical rules when all
 //! arrived. After the straggler timeout, whatever arrived is tried.
 
+use draco_core::WorkerVerdict;
 use draco_core::assignment::Assignment;
 use draco_core::repetition::{RepetitionDecoder, Tally};
 use draco_core::scheme::{CodeKind, Scheme};
@@ -66,5 +67,13 @@ impl Round {
             }),
             CodeKind::None => false,
         }
+    }
+
+    /// Judges a vector that arrived after this round was decoded (repetition only: its tally
+    /// still knows each group's winner). `None` when the code cannot judge late vectors.
+    pub fn judge_late(&mut self, rank: usize, message: Vec<f32>) -> Option<WorkerVerdict> {
+        self.tally.as_ref()?;
+        self.insert(rank, message, 0.0);
+        self.tally.as_ref().map(|t| t.verdict_of(rank))
     }
 }

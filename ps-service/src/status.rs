@@ -52,32 +52,36 @@ pub struct Status {
 }
 
 impl Status {
+    /// Names one worker (e.g. judged after its step was decoded).
+    pub fn name_suspect(&mut self, step: u64, worker: usize, reason: &str) {
+        self.detections_total += 1;
+        match self
+            .suspects
+            .iter_mut()
+            .find(|s| s.worker == worker && s.reason == reason)
+        {
+            Some(s) => {
+                s.count += 1;
+                s.first_step = s.first_step.min(step);
+                s.last_step = s.last_step.max(step);
+            }
+            None => self.suspects.push(Suspect {
+                worker,
+                count: 1,
+                first_step: step,
+                last_step: step,
+                reason: reason.to_string(),
+            }),
+        }
+        self.suspects.sort_by_key(|s| (s.worker, s.reason.clone()));
+    }
+
     /// Folds one decoded step's verdicts into the suspect table. Missing workers count as
     /// stragglers only when the step was decided at the straggler timeout (`timed_out`).
     pub fn record(&mut self, step: u64, outcome: &Outcome<f32>, timed_out: bool) {
         for (worker, verdict) in outcome.workers.iter().enumerate() {
             match verdict {
-                WorkerVerdict::Suspect(reason) => {
-                    self.detections_total += 1;
-                    let reason = reason.as_str().to_string();
-                    match self
-                        .suspects
-                        .iter_mut()
-                        .find(|s| s.worker == worker && s.reason == reason)
-                    {
-                        Some(s) => {
-                            s.count += 1;
-                            s.last_step = step;
-                        }
-                        None => self.suspects.push(Suspect {
-                            worker,
-                            count: 1,
-                            first_step: step,
-                            last_step: step,
-                            reason,
-                        }),
-                    }
-                }
+                WorkerVerdict::Suspect(reason) => self.name_suspect(step, worker, reason.as_str()),
                 WorkerVerdict::Missing if timed_out => {
                     *self.missing.entry(worker).or_default() += 1
                 }

@@ -281,7 +281,7 @@ async fn hostile_requests_are_refused_and_counted_while_the_ps_keeps_serving() {
         "already contributed",
     );
     // A second identical vector is s + 1 = 2 votes: step 0 is decided without waiting for
-    // rank 2, the PS moves to step 1, and a repeated step-0 push is stale.
+    // rank 2, and the PS moves to step 1.
     push(&mut client, "1", "bbbb", vec![chunk(&inc, 0, 0, n, &good)])
         .await
         .unwrap();
@@ -292,8 +292,43 @@ async fn hostile_requests_are_refused_and_counted_while_the_ps_keeps_serving() {
         .into_inner();
     let first = fetched.message().await.unwrap().unwrap();
     assert_eq!(first.step, 1);
+    // Rank 2's late, different step-0 vector is still judged: it is named a suspect.
+    let lie: Vec<f32> = vec![-9.0; n as usize];
+    push(&mut client, "2", "cccc", vec![chunk(&inc, 0, 0, n, &lie)])
+        .await
+        .expect("late vector judged");
     expect(
         push(&mut client, "1", "bbbb", vec![chunk(&inc, 0, 0, n, &good)]).await,
+        Code::AlreadyExists,
+        "already contributed",
+    );
+    // Steps 1 and 2 decided: step 0 is now stale.
+    for step in 1..3 {
+        push(
+            &mut client,
+            "0",
+            "aaaa",
+            vec![chunk(&inc, step, 0, n, &good)],
+        )
+        .await
+        .unwrap();
+        push(
+            &mut client,
+            "1",
+            "bbbb",
+            vec![chunk(&inc, step, 0, n, &good)],
+        )
+        .await
+        .unwrap();
+        let mut f = client
+            .fetch_parameters(request(FetchRequest { step: step + 1 }, "0", "aaaa"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(f.message().await.unwrap().unwrap().step, step + 1);
+    }
+    expect(
+        push(&mut client, "2", "cccc", vec![chunk(&inc, 0, 0, n, &good)]).await,
         Code::FailedPrecondition,
         "stale_step",
     );
@@ -308,7 +343,7 @@ async fn hostile_requests_are_refused_and_counted_while_the_ps_keeps_serving() {
         ("wrong_length", 3.0),
         ("bad_chunk", 4.0),
         ("empty_stream", 1.0),
-        ("duplicate", 1.0),
+        ("duplicate", 2.0),
         ("stale_step", 1.0),
     ] {
         assert!(
@@ -317,7 +352,11 @@ async fn hostile_requests_are_refused_and_counted_while_the_ps_keeps_serving() {
             counted(&text, reason)
         );
     }
-    assert!(text.contains("draco_steps_total 1"), "one step decoded");
+    assert!(text.contains("draco_steps_total 3"), "three steps decoded");
+    assert!(
+        text.contains("draco_suspects_total{reason=\"outvoted_in_group\",worker=\"2\"} 1"),
+        "late liar named"
+    );
     let _ = stop_tx.send(());
     let _ = server.await;
 }
