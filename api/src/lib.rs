@@ -5,9 +5,7 @@
 
 use std::path::Path;
 
-use draco_core::job::{
-    AdversarySpec, CheckpointSpec, DatasetSpec, JobConfig, JobError, ModelSpec, TrainingSpec,
-};
+use draco_core::job::{AdversarySpec, CheckpointSpec, DatasetSpec, JobConfig, JobError, ModelSpec, TrainingSpec};
 use draco_core::scheme::{CodeKind, Scheme};
 use draco_core::statistical::Aggregator;
 use serde::{Deserialize, Serialize};
@@ -112,10 +110,7 @@ pub struct ReplicaSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("{path}: not a valid DracoJob: {message}")]
     Parse { path: String, message: String },
     #[error("{path}: {source}")]
@@ -130,41 +125,24 @@ impl DracoJob {
     /// Reads, parses and validates a DracoJob YAML file.
     pub fn load(path: &Path) -> Result<DracoJob, LoadError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
-            path: shown.clone(),
-            source,
-        })?;
-        let job = DracoJob::from_yaml(&text).map_err(|message| LoadError::Parse {
-            path: shown.clone(),
-            message,
-        })?;
-        job.validate().map_err(|source| LoadError::Invalid {
-            path: shown,
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io { path: shown.clone(), source })?;
+        let job = DracoJob::from_yaml(&text).map_err(|message| LoadError::Parse { path: shown.clone(), message })?;
+        job.validate().map_err(|source| LoadError::Invalid { path: shown, source })?;
         Ok(job)
     }
 
     /// Every rule, the first broken one reported.
     pub fn validate(&self) -> Result<(), JobError> {
-        let bad = |field: &str, message: String| JobError {
-            field: field.to_string(),
-            message,
-        };
+        let bad = |field: &str, message: String| JobError { field: field.to_string(), message };
         if self.api_version != API_VERSION {
-            return Err(bad(
-                "apiVersion",
-                format!("must be {API_VERSION}, got {:?}", self.api_version),
-            ));
+            return Err(bad("apiVersion", format!("must be {API_VERSION}, got {:?}", self.api_version)));
         }
         if self.kind != KIND {
             return Err(bad("kind", format!("must be {KIND}, got {:?}", self.kind)));
         }
         let name = &self.metadata.name;
         let dns_label = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !name.starts_with('-')
             && !name.ends_with('-');
         if !dns_label || name.len() > MAX_NAME_LEN {
@@ -179,10 +157,7 @@ impl DracoJob {
         if let Some(limit) = self.spec.run_policy.as_ref().and_then(|r| r.backoff_limit)
             && limit < 0
         {
-            return Err(bad(
-                "runPolicy.backoffLimit",
-                format!("must be >= 0, got {limit}"),
-            ));
+            return Err(bad("runPolicy.backoffLimit", format!("must be >= 0, got {limit}")));
         }
         self.job_config().validate()
     }
@@ -205,10 +180,7 @@ impl DracoJob {
             model: s.model.clone(),
             dataset: s.dataset.clone(),
             training: s.training.clone(),
-            checkpoint: s
-                .checkpoint
-                .clone()
-                .unwrap_or(CheckpointSpec { every_steps: 0 }),
+            checkpoint: s.checkpoint.clone().unwrap_or(CheckpointSpec { every_steps: 0 }),
             adversary: s.adversary.clone(),
         }
     }
@@ -253,32 +225,16 @@ spec:
         let err = DracoJob::from_yaml(&typo).unwrap_err();
         assert!(err.contains("redundency"), "{err}");
         let bad_code = EXAMPLE.replace("code: repetition", "code: fountain");
-        assert!(
-            DracoJob::from_yaml(&bad_code)
-                .unwrap_err()
-                .contains("fountain")
-        );
+        assert!(DracoJob::from_yaml(&bad_code).unwrap_err().contains("fountain"));
         let not_div = DracoJob::from_yaml(&EXAMPLE.replace("workers: 6", "workers: 7")).unwrap();
-        assert!(
-            not_div
-                .validate()
-                .unwrap_err()
-                .to_string()
-                .contains("7 % 3 = 1")
-        );
-        let long = DracoJob::from_yaml(
-            &EXAMPLE.replace("name: fmnist", &format!("name: {}", "a".repeat(60))),
-        )
-        .unwrap();
+        assert!(not_div.validate().unwrap_err().to_string().contains("7 % 3 = 1"));
+        let long = DracoJob::from_yaml(&EXAMPLE.replace("name: fmnist", &format!("name: {}", "a".repeat(60)))).unwrap();
         assert_eq!(long.validate().unwrap_err().field, "metadata.name");
         let upper = DracoJob::from_yaml(&EXAMPLE.replace("name: fmnist", "name: FMNIST")).unwrap();
         assert_eq!(upper.validate().unwrap_err().field, "metadata.name");
-        let kind =
-            DracoJob::from_yaml(&EXAMPLE.replace("kind: DracoJob", "kind: PyTorchJob")).unwrap();
+        let kind = DracoJob::from_yaml(&EXAMPLE.replace("kind: DracoJob", "kind: PyTorchJob")).unwrap();
         assert_eq!(kind.validate().unwrap_err().field, "kind");
-        let s2 =
-            DracoJob::from_yaml(&EXAMPLE.replace("byzantineTolerance: 1", "byzantineTolerance: 2"))
-                .unwrap();
+        let s2 = DracoJob::from_yaml(&EXAMPLE.replace("byzantineTolerance: 1", "byzantineTolerance: 2")).unwrap();
         assert_eq!(s2.validate().unwrap_err().field, "byzantineTolerance");
     }
 }

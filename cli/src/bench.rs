@@ -126,17 +126,9 @@ fn decode(args: &DecodeArgs) -> anyhow::Result<()> {
     };
 
     // Partition gradients; a liar in every unit sends the reverse attack.
-    let gradients: Vec<Vec<f32>> = (0..p)
-        .map(|i| {
-            (0..d)
-                .map(|k| (((i * 7919 + k * 31) % 1013) as f32 - 506.0) * 1e-3)
-                .collect()
-        })
-        .collect();
-    let reverse = Attack {
-        kind: AttackKind::Reverse,
-        scale: 100.0,
-    };
+    let gradients: Vec<Vec<f32>> =
+        (0..p).map(|i| (0..d).map(|k| (((i * 7919 + k * 31) % 1013) as f32 - 506.0) * 1e-3).collect()).collect();
+    let reverse = Attack { kind: AttackKind::Reverse, scale: 100.0 };
     let memcpy_plain = memcpy_time(p * d, args.repeats);
     record("memcpy (P x d f32)", p * d, memcpy_plain, memcpy_plain);
 
@@ -146,28 +138,19 @@ fn decode(args: &DecodeArgs) -> anyhow::Result<()> {
         let mut msgs: Vec<Vec<f32>> = (0..p)
             .map(|j| {
                 let parts = assignment.partitions_of(j);
-                (0..d)
-                    .map(|k| parts.iter().map(|&i| gradients[i][k]).sum())
-                    .collect()
+                (0..d).map(|k| parts.iter().map(|&i| gradients[i][k]).sum()).collect()
             })
             .collect();
         for unit in assignment.units() {
             let liar = unit.start;
-            msgs[liar] = reverse.forge(&AttackContext {
-                honest: &msgs[liar],
-                observed: &[],
-                seed: liar as u64,
-            });
+            msgs[liar] = reverse.forge(&AttackContext { honest: &msgs[liar], observed: &[], seed: liar as u64 });
         }
         let slots: Vec<Option<&[f32]>> = msgs.iter().map(|m| Some(m.as_slice())).collect();
         if want(CodeChoice::Repetition) {
             let decoder = RepetitionDecoder::new(&assignment, s, d);
             let outcome = decoder.decode(&slots);
             if outcome.verdict() != StepVerdict::Decoded {
-                bail!(
-                    "repetition decode failed on benchmark inputs: {:?}",
-                    outcome.aggregate.err()
-                );
+                bail!("repetition decode failed on benchmark inputs: {:?}", outcome.aggregate.err());
             }
             let t = time_best(args.repeats, || {
                 black_box(decoder.decode(black_box(&slots)));
@@ -197,27 +180,18 @@ fn decode(args: &DecodeArgs) -> anyhow::Result<()> {
                 let (code, local) = decoder.code_of(j);
                 let start = j - local;
                 let n = code.workers();
-                let held: Vec<&[f32]> = (0..r)
-                    .map(|k| gradients[start + (local + k) % n].as_slice())
-                    .collect();
+                let held: Vec<&[f32]> = (0..r).map(|k| gradients[start + (local + k) % n].as_slice()).collect();
                 code.encode::<f32>(local, &held)
             })
             .collect();
         for b in &blocks {
             let liar = b.start;
-            msgs[liar] = reverse.forge(&AttackContext {
-                honest: &msgs[liar],
-                observed: &[],
-                seed: liar as u64,
-            });
+            msgs[liar] = reverse.forge(&AttackContext { honest: &msgs[liar], observed: &[], seed: liar as u64 });
         }
         let slots: Vec<Option<&[f32]>> = msgs.iter().map(|m| Some(m.as_slice())).collect();
         let outcome = decoder.decode(&slots);
         if outcome.verdict() != StepVerdict::Decoded {
-            bail!(
-                "cyclic decode failed on benchmark inputs: {:?}",
-                outcome.aggregate.err()
-            );
+            bail!("cyclic decode failed on benchmark inputs: {:?}", outcome.aggregate.err());
         }
         let memcpy_wide = memcpy_time(2 * p * d, args.repeats);
         record("memcpy (P x 2d f32)", 2 * p * d, memcpy_wide, memcpy_wide);
@@ -227,15 +201,8 @@ fn decode(args: &DecodeArgs) -> anyhow::Result<()> {
         record("cyclic decode", 2 * p * d, memcpy_wide, t);
     }
 
-    if let Some(rep) = rows
-        .iter()
-        .find(|r| r.name == "repetition decode")
-        .map(|r| r.seconds)
-    {
-        for row in rows
-            .iter_mut()
-            .filter(|r| !r.name.starts_with("memcpy") && r.name != "repetition decode")
-        {
+    if let Some(rep) = rows.iter().find(|r| r.name == "repetition decode").map(|r| r.seconds) {
+        for row in rows.iter_mut().filter(|r| !r.name.starts_with("memcpy") && r.name != "repetition decode") {
             row.vs_repetition = Some(row.seconds / rep);
         }
     }
@@ -252,9 +219,7 @@ fn decode(args: &DecodeArgs) -> anyhow::Result<()> {
         "decoder", "input MB", "time ms", "GB/s", "vs memcpy", "x repetition"
     );
     for row in &rows {
-        let vs_rep = row
-            .vs_repetition
-            .map_or(String::from("-"), |x| format!("{x:.1}x slower"));
+        let vs_rep = row.vs_repetition.map_or(String::from("-"), |x| format!("{x:.1}x slower"));
         println!(
             "{:<22} {:>12.1} {:>11.2} {:>8.2} {:>10.2} {:>14}",
             row.name,

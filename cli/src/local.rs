@@ -33,9 +33,7 @@ const DEFAULT_BACKOFF_LIMIT: u32 = 3;
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let job = DracoJob::load(&args.file)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let outcome = runtime.block_on(run_job(&job, &args))?;
     if !outcome {
         std::process::exit(1);
@@ -44,48 +42,33 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn random_token() -> String {
     use rand_core::TryRngCore;
     let mut buf = [0u8; 24];
-    rand_core::OsRng
-        .try_fill_bytes(&mut buf)
-        .expect("the operating system's random source failed");
+    rand_core::OsRng.try_fill_bytes(&mut buf).expect("the operating system's random source failed");
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(path)?;
     f.write_all(text.as_bytes())?;
     Ok(())
 }
 
 /// GET `path` from the PS's HTTP port; `None` while it is not answering.
 pub async fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = tokio::time::timeout(
-        Duration::from_secs(2),
-        tokio::net::TcpStream::connect(("127.0.0.1", port)),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+    let mut stream = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(("127.0.0.1", port)))
         .await
         .ok()?
         .ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response)).await.ok()?.ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
     head.starts_with("HTTP/1.0 200")
         .then(|| body.to_string())
@@ -116,9 +99,7 @@ async fn run_job(job: &DracoJob, args: &RunArgs) -> anyhow::Result<bool> {
     let run_dir = match &args.run_dir {
         Some(d) => d.clone(),
         None => {
-            let secs = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_secs();
+            let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
             PathBuf::from("runs").join(format!("{name}-{secs}"))
         }
     };
@@ -175,12 +156,8 @@ async fn run_job(job: &DracoJob, args: &RunArgs) -> anyhow::Result<bool> {
             )
         })
         .collect();
-    let backoff_limit = job
-        .spec
-        .run_policy
-        .as_ref()
-        .and_then(|r| r.backoff_limit)
-        .map_or(DEFAULT_BACKOFF_LIMIT, |l| l as u32);
+    let backoff_limit =
+        job.spec.run_policy.as_ref().and_then(|r| r.backoff_limit).map_or(DEFAULT_BACKOFF_LIMIT, |l| l as u32);
 
     println!(
         "draco run: job {name:?}: {} workers, code {}, r = {}, s = {}, {} steps{}",
@@ -189,11 +166,7 @@ async fn run_job(job: &DracoJob, args: &RunArgs) -> anyhow::Result<bool> {
         config.scheme.redundancy,
         config.scheme.byzantine_tolerance,
         config.training.steps,
-        config
-            .adversary
-            .as_ref()
-            .map(|a| format!(", drill: {} x {:?}", a.count, a.attack))
-            .unwrap_or_default()
+        config.adversary.as_ref().map(|a| format!(", drill: {} x {:?}", a.count, a.attack)).unwrap_or_default()
     );
     println!("  run directory: {}", run_dir.display());
     println!(
@@ -226,11 +199,7 @@ async fn run_job(job: &DracoJob, args: &RunArgs) -> anyhow::Result<bool> {
         {
             status = Some(v);
         }
-        let phase = status
-            .as_ref()
-            .and_then(|s| s["phase"].as_str())
-            .unwrap_or("Starting")
-            .to_string();
+        let phase = status.as_ref().and_then(|s| s["phase"].as_str()).unwrap_or("Starting").to_string();
         if let Some(st) = &status
             && (tty || last_report.elapsed().as_secs_f64() >= args.report_seconds)
         {
@@ -273,10 +242,7 @@ async fn run_job(job: &DracoJob, args: &RunArgs) -> anyhow::Result<bool> {
                     break;
                 }
                 restarts_used += 1;
-                eprintln!(
-                    "\n{} exited ({exit}): restarting it ({restarts_used}/{backoff_limit})",
-                    w.name
-                );
+                eprintln!("\n{} exited ({exit}): restarting it ({restarts_used}/{backoff_limit})", w.name);
                 w.restart()?;
             }
         }
@@ -294,9 +260,8 @@ async fn run_job(job: &DracoJob, args: &RunArgs) -> anyhow::Result<bool> {
     let wall = started.elapsed();
     let status = status.unwrap_or(Value::Null);
     let succeeded = failure.is_none() && status["phase"] == "Succeeded";
-    let failure = failure.or_else(|| {
-        (!succeeded).then(|| format!("the PS reports {}: {}", status["phase"], status["message"]))
-    });
+    let failure =
+        failure.or_else(|| (!succeeded).then(|| format!("the PS reports {}: {}", status["phase"], status["message"])));
     let summary = serde_json::json!({
         "job": name,
         "succeeded": succeeded,
@@ -305,10 +270,7 @@ async fn run_job(job: &DracoJob, args: &RunArgs) -> anyhow::Result<bool> {
         "restarts": restarts_used,
         "status": status,
     });
-    std::fs::write(
-        run_dir.join("summary.json"),
-        serde_json::to_string_pretty(&summary)?,
-    )?;
+    std::fs::write(run_dir.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
     print_summary(&config, &status, wall, restarts_used);
     if let Some(f) = &failure {
         eprintln!("draco run: FAILED: {f}");
@@ -320,16 +282,11 @@ fn progress_line(st: &Value, elapsed: Duration) -> String {
     let step = st["step"].as_u64().unwrap_or(0);
     let total = st["totalSteps"].as_u64().unwrap_or(0);
     let fmt = |v: &Value, scale: f64, digits: usize| {
-        v.as_f64()
-            .map_or("-".to_string(), |x| format!("{:.*}", digits, x * scale))
+        v.as_f64().map_or("-".to_string(), |x| format!("{:.*}", digits, x * scale))
     };
     let suspects: Vec<String> = st["suspects"]
         .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|s| format!("w{}({})", s["worker"], s["count"]))
-                .collect()
-        })
+        .map(|a| a.iter().map(|s| format!("w{}({})", s["worker"], s["count"])).collect())
         .unwrap_or_default();
     format!(
         "step {step}/{total}  loss {}  acc {}%  {} steps/s  {:.0}s  suspects: {}",
@@ -337,63 +294,37 @@ fn progress_line(st: &Value, elapsed: Duration) -> String {
         fmt(&st["testAccuracy"], 100.0, 1),
         fmt(&st["stepsPerSecond"], 1.0, 2),
         elapsed.as_secs_f64(),
-        if suspects.is_empty() {
-            "none".to_string()
-        } else {
-            suspects.join(" ")
-        }
+        if suspects.is_empty() { "none".to_string() } else { suspects.join(" ") }
     )
 }
 
 fn print_summary(config: &draco_core::job::JobConfig, st: &Value, wall: Duration, restarts: u32) {
     println!();
-    println!(
-        "job {:?}: {}",
-        config.name,
-        st["phase"].as_str().unwrap_or("unknown")
-    );
+    println!("job {:?}: {}", config.name, st["phase"].as_str().unwrap_or("unknown"));
     println!(
         "  steps {} of {}, wall time {:.1} s, test accuracy {}, test loss {}, restarts {restarts}",
         st["step"],
         config.training.steps,
         wall.as_secs_f64(),
-        st["testAccuracy"]
-            .as_f64()
-            .map_or("-".into(), |a| format!("{:.2}%", a * 100.0)),
-        st["testLoss"]
-            .as_f64()
-            .map_or("-".into(), |l| format!("{l:.4}")),
+        st["testAccuracy"].as_f64().map_or("-".into(), |a| format!("{:.2}%", a * 100.0)),
+        st["testLoss"].as_f64().map_or("-".into(), |l| format!("{l:.4}")),
     );
     println!(
         "  decoded steps {}, undecodable {}, bound violated {}, params digest {}",
         st["decodedSteps"], st["undecodableSteps"], st["boundViolatedSteps"], st["paramsDigest"]
     );
     let assignment = draco_core::assignment::Assignment::new(&config.scheme).ok();
-    println!(
-        "  {:<7} {:<6} {:>14} {:>9}  verdict",
-        "worker", "unit", "named suspect", "missing"
-    );
+    println!("  {:<7} {:<6} {:>14} {:>9}  verdict", "worker", "unit", "named suspect", "missing");
     for w in 0..config.scheme.workers {
         let named: Vec<&Value> = st["suspects"]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|s| s["worker"].as_u64() == Some(w as u64))
-                    .collect()
-            })
+            .map(|a| a.iter().filter(|s| s["worker"].as_u64() == Some(w as u64)).collect())
             .unwrap_or_default();
         let count: u64 = named.iter().map(|s| s["count"].as_u64().unwrap_or(0)).sum();
         let reasons: Vec<&str> = named.iter().filter_map(|s| s["reason"].as_str()).collect();
         let missing = st["missing"][w.to_string()].as_u64().unwrap_or(0);
         let unit = assignment.as_ref().map_or(0, |a| a.unit_of(w));
-        let verdict = if count > 0 {
-            format!("LIED ({})", reasons.join(", "))
-        } else {
-            "honest".to_string()
-        };
-        println!(
-            "  {:<7} {:<6} {:>14} {:>9}  {verdict}",
-            w, unit, count, missing
-        );
+        let verdict = if count > 0 { format!("LIED ({})", reasons.join(", ")) } else { "honest".to_string() };
+        println!("  {:<7} {:<6} {:>14} {:>9}  {verdict}", w, unit, count, missing);
     }
 }

@@ -13,11 +13,7 @@ use clap::{Parser, Subcommand};
 use draco_core::job::JobConfig;
 
 #[derive(Parser)]
-#[command(
-    name = "draco",
-    version,
-    about = "Byzantine-resilient distributed training (DRACO)"
-)]
+#[command(name = "draco", version, about = "Byzantine-resilient distributed training (DRACO)")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -79,22 +75,16 @@ struct WorkerArgs {
 }
 
 fn read_config(path: &PathBuf) -> anyhow::Result<JobConfig> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let job: JobConfig = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not a job configuration", path.display()))?;
-    job.validate()
-        .with_context(|| format!("{}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let job: JobConfig =
+        serde_json::from_str(&text).with_context(|| format!("{}: not a job configuration", path.display()))?;
+    job.validate().with_context(|| format!("{}", path.display()))?;
     Ok(job)
 }
 
 fn init_logging() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
 }
 
 async fn ctrl_c() {
@@ -103,12 +93,8 @@ async fn ctrl_c() {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = || {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")
-    };
+    let runtime =
+        || tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime");
     match cli.command {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Validate { file } => {

@@ -20,13 +20,7 @@ pub struct Supervised {
 }
 
 impl Supervised {
-    pub fn new(
-        name: &str,
-        program: &Path,
-        args: Vec<String>,
-        env: Vec<(String, String)>,
-        run_dir: &Path,
-    ) -> Self {
+    pub fn new(name: &str, program: &Path, args: Vec<String>, env: Vec<(String, String)>, run_dir: &Path) -> Self {
         Supervised {
             name: name.to_string(),
             program: program.to_path_buf(),
@@ -59,9 +53,7 @@ impl Supervised {
             .stdout(log)
             .stderr(err)
             .kill_on_drop(true);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", self.name))?;
+        let child = cmd.spawn().with_context(|| format!("starting {}", self.name))?;
         if let Some(pid) = child.id() {
             std::fs::create_dir_all(self.pid_file.parent().expect("pids dir"))?;
             std::fs::write(&self.pid_file, pid.to_string())?;

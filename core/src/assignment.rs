@@ -26,11 +26,7 @@ impl Assignment {
             CodeKind::Cyclic => scheme.cyclic_blocks()?,
             CodeKind::None => (0..p).map(|j| j..j + 1).collect(),
         };
-        Ok(Assignment {
-            code: scheme.code,
-            redundancy: r,
-            units,
-        })
+        Ok(Assignment { code: scheme.code, redundancy: r, units })
     }
 
     pub fn workers(&self) -> usize {
@@ -54,9 +50,7 @@ impl Assignment {
             // Cyclic: worker j of a block of size n holds {j, j+1, ..., j+r-1} mod n.
             CodeKind::Cyclic => {
                 let (n, local) = (unit.len(), worker - unit.start);
-                (0..self.redundancy)
-                    .map(|k| unit.start + (local + k) % n)
-                    .collect()
+                (0..self.redundancy).map(|k| unit.start + (local + k) % n).collect()
             }
         }
     }
@@ -64,9 +58,7 @@ impl Assignment {
     /// The workers holding `partition`.
     pub fn holders_of(&self, partition: usize) -> Vec<usize> {
         let unit = &self.units[self.unit_of(partition)];
-        unit.clone()
-            .filter(|&j| self.partitions_of(j).contains(&partition))
-            .collect()
+        unit.clone().filter(|&j| self.partitions_of(j).contains(&partition)).collect()
     }
 }
 
@@ -91,19 +83,11 @@ pub enum BatchPlanError {
     #[error(
         "spec.training.batchSize: must be at least the number of partitions ({partitions}) so none is empty, got {batch_size}"
     )]
-    BatchTooSmall {
-        batch_size: usize,
-        partitions: usize,
-    },
+    BatchTooSmall { batch_size: usize, partitions: usize },
 }
 
 impl BatchPlan {
-    pub fn new(
-        dataset_len: usize,
-        batch_size: usize,
-        partitions: usize,
-        seed: u64,
-    ) -> Result<Self, BatchPlanError> {
+    pub fn new(dataset_len: usize, batch_size: usize, partitions: usize, seed: u64) -> Result<Self, BatchPlanError> {
         if dataset_len == 0 {
             return Err(BatchPlanError::EmptyDataset);
         }
@@ -111,18 +95,9 @@ impl BatchPlan {
             return Err(BatchPlanError::DatasetTooLarge(dataset_len));
         }
         if batch_size < partitions || partitions == 0 {
-            return Err(BatchPlanError::BatchTooSmall {
-                batch_size,
-                partitions,
-            });
+            return Err(BatchPlanError::BatchTooSmall { batch_size, partitions });
         }
-        Ok(BatchPlan {
-            dataset_len,
-            batch_size,
-            partitions,
-            seed,
-            cached_epoch: None,
-        })
+        Ok(BatchPlan { dataset_len, batch_size, partitions, seed, cached_epoch: None })
     }
 
     /// Batch positions covered by `partition`: sizes differ by at most one.
@@ -210,10 +185,7 @@ mod tests {
                     count[i] += 1;
                 }
             }
-            assert!(
-                count.iter().all(|&c| c == r),
-                "{code:?} p={p} r={r}: {count:?}"
-            );
+            assert!(count.iter().all(|&c| c == r), "{code:?} p={p} r={r}: {count:?}");
             for i in 0..p {
                 assert_eq!(a.holders_of(i).len(), r);
             }
@@ -244,22 +216,11 @@ mod tests {
             }
         }
         seen.sort_unstable();
-        assert_eq!(
-            seen,
-            (0..100).collect::<Vec<_>>(),
-            "one epoch = every sample once"
-        );
+        assert_eq!(seen, (0..100).collect::<Vec<_>>(), "one epoch = every sample once");
         let other_seed = BatchPlan::new(100, 20, 6, 43).unwrap().samples(0, 0);
         assert_ne!(plan.samples(0, 0), other_seed);
-        assert_ne!(
-            plan.samples(5, 0),
-            plan.samples(0, 0),
-            "next epoch is reshuffled"
-        );
-        assert_eq!(
-            (0..6).map(|i| plan.partition_range(i).len()).sum::<usize>(),
-            20
-        );
+        assert_ne!(plan.samples(5, 0), plan.samples(0, 0), "next epoch is reshuffled");
+        assert_eq!((0..6).map(|i| plan.partition_range(i).len()).sum::<usize>(), 20);
     }
 
     #[test]
@@ -267,10 +228,7 @@ mod tests {
         let mut plan = BatchPlan::new(7, 5, 5, 1).unwrap();
         let all: Vec<usize> = (0..5).flat_map(|p| plan.samples(1, p)).collect();
         assert_eq!(all.len(), 5);
-        assert_eq!(
-            BatchPlan::new(0, 5, 5, 1).unwrap_err(),
-            BatchPlanError::EmptyDataset
-        );
+        assert_eq!(BatchPlan::new(0, 5, 5, 1).unwrap_err(), BatchPlanError::EmptyDataset);
         let err = BatchPlan::new(10, 3, 5, 1).unwrap_err();
         assert!(err.to_string().contains("batchSize"), "{err}");
     }

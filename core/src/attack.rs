@@ -108,10 +108,7 @@ impl Attack {
             AttackKind::Constant => vec![scale; honest.len()],
             AttackKind::Gaussian => {
                 let mut normal = StandardNormal::new(ctx.seed, GAUSSIAN_STREAM);
-                honest
-                    .iter()
-                    .map(|&g| (f64::from(g) + f64::from(scale) * normal.sample()) as f32)
-                    .collect()
+                honest.iter().map(|&g| (f64::from(g) + f64::from(scale) * normal.sample()) as f32).collect()
             }
             AttackKind::Alie => {
                 let moments = ObservedMoments::of(ctx);
@@ -122,16 +119,12 @@ impl Attack {
                     .map(|(&mean, &std)| (mean - f64::from(scale) * std) as f32)
                     .collect()
             }
-            AttackKind::Ipm => ObservedMoments::of(ctx)
-                .mean
-                .iter()
-                .map(|&mean| (-f64::from(scale) * mean) as f32)
-                .collect(),
+            AttackKind::Ipm => {
+                ObservedMoments::of(ctx).mean.iter().map(|&mean| (-f64::from(scale) * mean) as f32).collect()
+            }
             AttackKind::Colluding => {
                 let mut normal = StandardNormal::new(ctx.seed, COLLUDING_STREAM);
-                (0..honest.len())
-                    .map(|_| (f64::from(scale) * normal.sample()) as f32)
-                    .collect()
+                (0..honest.len()).map(|_| (f64::from(scale) * normal.sample()) as f32).collect()
             }
             AttackKind::Random => {
                 let mut rng = seeded_stream(ctx.seed, RANDOM_STREAM);
@@ -170,10 +163,7 @@ struct StandardNormal {
 
 impl StandardNormal {
     fn new(seed: u64, stream: u64) -> Self {
-        StandardNormal {
-            rng: seeded_stream(seed, stream),
-            spare: None,
-        }
+        StandardNormal { rng: seeded_stream(seed, stream), spare: None }
     }
 
     fn sample(&mut self) -> f64 {
@@ -196,12 +186,7 @@ struct ObservedMoments {
 impl ObservedMoments {
     fn of(ctx: &AttackContext) -> Self {
         let dim = ctx.honest.len();
-        let mut usable: Vec<&[f32]> = ctx
-            .observed
-            .iter()
-            .copied()
-            .filter(|v| v.len() == dim)
-            .collect();
+        let mut usable: Vec<&[f32]> = ctx.observed.iter().copied().filter(|v| v.len() == dim).collect();
         if usable.is_empty() {
             usable.push(ctx.honest);
         }
@@ -237,76 +222,38 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn forge(
-        kind: AttackKind,
-        scale: f32,
-        honest: &[f32],
-        observed: &[&[f32]],
-        seed: u64,
-    ) -> Vec<f32> {
-        Attack { kind, scale }.forge(&AttackContext {
-            honest,
-            observed,
-            seed,
-        })
+    fn forge(kind: AttackKind, scale: f32, honest: &[f32], observed: &[&[f32]], seed: u64) -> Vec<f32> {
+        Attack { kind, scale }.forge(&AttackContext { honest, observed, seed })
     }
 
     fn bits(v: &[f32]) -> Vec<u32> {
         v.iter().map(|x| x.to_bits()).collect()
     }
 
-    const RANDOM_KINDS: [AttackKind; 3] = [
-        AttackKind::Gaussian,
-        AttackKind::Colluding,
-        AttackKind::Random,
-    ];
+    const RANDOM_KINDS: [AttackKind; 3] = [AttackKind::Gaussian, AttackKind::Colluding, AttackKind::Random];
 
     #[test]
     fn names_and_all_are_consistent() {
         let names: Vec<&str> = AttackKind::ALL.iter().map(AttackKind::as_str).collect();
-        assert_eq!(
-            names,
-            [
-                "reverse",
-                "signFlip",
-                "constant",
-                "gaussian",
-                "alie",
-                "ipm",
-                "colluding",
-                "random"
-            ]
-        );
+        assert_eq!(names, ["reverse", "signFlip", "constant", "gaussian", "alie", "ipm", "colluding", "random"]);
     }
 
     #[test]
     fn reverse_scales_and_negates() {
-        assert_eq!(
-            forge(AttackKind::Reverse, 2.0, &[1.0, -2.0, 0.0], &[], 0),
-            [-2.0, 4.0, 0.0]
-        );
+        assert_eq!(forge(AttackKind::Reverse, 2.0, &[1.0, -2.0, 0.0], &[], 0), [-2.0, 4.0, 0.0]);
     }
 
     #[test]
     fn sign_flip_uses_only_the_sign() {
         assert_eq!(
-            forge(
-                AttackKind::SignFlip,
-                2.0,
-                &[3.0, -0.5, 0.0, -0.0, f32::NAN],
-                &[],
-                0
-            ),
+            forge(AttackKind::SignFlip, 2.0, &[3.0, -0.5, 0.0, -0.0, f32::NAN], &[], 0),
             [-2.0, 2.0, 0.0, 0.0, 0.0]
         );
     }
 
     #[test]
     fn constant_fills_every_coordinate() {
-        assert_eq!(
-            forge(AttackKind::Constant, 7.0, &[1.0, 2.0, 3.0], &[], 0),
-            [7.0; 3]
-        );
+        assert_eq!(forge(AttackKind::Constant, 7.0, &[1.0, 2.0, 3.0], &[], 0), [7.0; 3]);
     }
 
     #[test]
@@ -318,58 +265,33 @@ mod tests {
         let mean = noise.iter().sum::<f64>() / noise.len() as f64;
         let variance = noise.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / noise.len() as f64;
         assert!(mean.abs() < 0.05, "mean {mean}");
-        assert!(
-            (variance.sqrt() - 2.0).abs() < 0.05,
-            "std {}",
-            variance.sqrt()
-        );
+        assert!((variance.sqrt() - 2.0).abs() < 0.05, "std {}", variance.sqrt());
     }
 
     #[test]
     fn alie_is_mean_minus_z_std_of_the_observed() {
         let observed: [&[f32]; 2] = [&[1.0, 2.0], &[3.0, 6.0]];
         // mean [2, 4], population std [1, 2].
-        assert_eq!(
-            forge(AttackKind::Alie, 1.5, &[0.0, 0.0], &observed, 0),
-            [0.5, 1.0]
-        );
+        assert_eq!(forge(AttackKind::Alie, 1.5, &[0.0, 0.0], &observed, 0), [0.5, 1.0]);
         // Nothing observed: honest alone, std 0.
-        assert_eq!(
-            forge(AttackKind::Alie, 1.5, &[4.0, -1.0], &[], 0),
-            [4.0, -1.0]
-        );
+        assert_eq!(forge(AttackKind::Alie, 1.5, &[4.0, -1.0], &[], 0), [4.0, -1.0]);
         // Observed vectors of another length are ignored.
         let mismatched: [&[f32]; 1] = [&[1.0, 2.0, 3.0]];
-        assert_eq!(
-            forge(AttackKind::Alie, 1.5, &[4.0, -1.0], &mismatched, 0),
-            [4.0, -1.0]
-        );
+        assert_eq!(forge(AttackKind::Alie, 1.5, &[4.0, -1.0], &mismatched, 0), [4.0, -1.0]);
     }
 
     #[test]
     fn ipm_is_negated_scaled_observed_mean() {
         let observed: [&[f32]; 2] = [&[1.0, 2.0], &[3.0, 6.0]];
-        assert_eq!(
-            forge(AttackKind::Ipm, 0.5, &[9.0, 9.0], &observed, 0),
-            [-1.0, -2.0]
-        );
-        assert_eq!(
-            forge(AttackKind::Ipm, 0.5, &[4.0, -2.0], &[], 0),
-            [-2.0, 1.0]
-        );
+        assert_eq!(forge(AttackKind::Ipm, 0.5, &[9.0, 9.0], &observed, 0), [-1.0, -2.0]);
+        assert_eq!(forge(AttackKind::Ipm, 0.5, &[4.0, -2.0], &[], 0), [-2.0, 1.0]);
     }
 
     #[test]
     fn colluders_with_one_seed_forge_identical_vectors_whatever_their_data() {
         let a = forge(AttackKind::Colluding, 3.0, &[1.0, 2.0, 3.0, 4.0], &[], 42);
         let observed: [&[f32]; 1] = [&[0.0; 4]];
-        let b = forge(
-            AttackKind::Colluding,
-            3.0,
-            &[-7.0, 0.0, 1e9, f32::NAN],
-            &observed,
-            42,
-        );
+        let b = forge(AttackKind::Colluding, 3.0, &[-7.0, 0.0, 1e9, f32::NAN], &observed, 42);
         assert_eq!(bits(&a), bits(&b));
         let c = forge(AttackKind::Colluding, 3.0, &[1.0, 2.0, 3.0, 4.0], &[], 43);
         assert_ne!(bits(&a), bits(&c));
@@ -378,8 +300,7 @@ mod tests {
     #[test]
     fn colluding_vector_has_std_scale() {
         let forged = forge(AttackKind::Colluding, 3.0, &vec![0.0; 20_000], &[], 1);
-        let rms = (forged.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / forged.len() as f64)
-            .sqrt();
+        let rms = (forged.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / forged.len() as f64).sqrt();
         assert!((rms - 3.0).abs() < 0.1, "rms {rms}");
     }
 
@@ -418,11 +339,7 @@ mod tests {
         for kind in AttackKind::ALL {
             for len in [0, 1, 7] {
                 let honest = vec![1.5f32; len];
-                assert_eq!(
-                    forge(kind, 2.0, &honest, &observed, 1).len(),
-                    len,
-                    "{kind:?}"
-                );
+                assert_eq!(forge(kind, 2.0, &honest, &observed, 1).len(), len, "{kind:?}");
             }
         }
     }

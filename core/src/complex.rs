@@ -63,20 +63,14 @@ impl Neg for C64 {
 impl Mul for C64 {
     type Output = C64;
     fn mul(self, o: C64) -> C64 {
-        C64::new(
-            self.re * o.re - self.im * o.im,
-            self.re * o.im + self.im * o.re,
-        )
+        C64::new(self.re * o.re - self.im * o.im, self.re * o.im + self.im * o.re)
     }
 }
 impl Div for C64 {
     type Output = C64;
     fn div(self, o: C64) -> C64 {
         let d = o.norm_sqr();
-        C64::new(
-            (self.re * o.re + self.im * o.im) / d,
-            (self.im * o.re - self.re * o.im) / d,
-        )
+        C64::new((self.re * o.re + self.im * o.im) / d, (self.im * o.re - self.re * o.im) / d)
     }
 }
 
@@ -90,11 +84,7 @@ pub struct Matrix {
 
 impl Matrix {
     pub fn from_fn(rows: usize, cols: usize, f: impl Fn(usize, usize) -> C64) -> Self {
-        Matrix {
-            rows,
-            cols,
-            data: (0..rows * cols).map(|k| f(k / cols, k % cols)).collect(),
-        }
+        Matrix { rows, cols, data: (0..rows * cols).map(|k| f(k / cols, k % cols)).collect() }
     }
     pub fn at(&self, r: usize, c: usize) -> C64 {
         self.data[r * self.cols + c]
@@ -129,30 +119,20 @@ pub fn least_squares_conditioned(a: &Matrix, b: &[C64]) -> Option<(Vec<C64>, f64
             return None;
         }
         let head = r.at(k, k);
-        let phase = if head.abs() == 0.0 {
-            ONE
-        } else {
-            head.scale(1.0 / head.abs())
-        };
+        let phase = if head.abs() == 0.0 { ONE } else { head.scale(1.0 / head.abs()) };
         let alpha = -phase.scale(norm);
         let mut v: Vec<C64> = (k..m).map(|i| r.at(i, k)).collect();
         v[0] = v[0] - alpha;
         let vnorm = v.iter().map(|x| x.norm_sqr()).sum::<f64>();
         // Apply H = I - 2 v v^H / (v^H v) to the remaining columns of R and to y.
         for c in k..n {
-            let dot = v
-                .iter()
-                .enumerate()
-                .fold(ZERO, |acc, (i, vi)| acc + vi.conj() * r.at(k + i, c));
+            let dot = v.iter().enumerate().fold(ZERO, |acc, (i, vi)| acc + vi.conj() * r.at(k + i, c));
             let factor = dot.scale(2.0 / vnorm);
             for (i, vi) in v.iter().enumerate() {
                 r.set(k + i, c, r.at(k + i, c) - *vi * factor);
             }
         }
-        let dot = v
-            .iter()
-            .enumerate()
-            .fold(ZERO, |acc, (i, vi)| acc + vi.conj() * y[k + i]);
+        let dot = v.iter().enumerate().fold(ZERO, |acc, (i, vi)| acc + vi.conj() * y[k + i]);
         let factor = dot.scale(2.0 / vnorm);
         for (i, vi) in v.iter().enumerate() {
             y[k + i] = y[k + i] - *vi * factor;
@@ -181,20 +161,13 @@ pub fn regularized_solve(a: &Matrix, b: &[C64]) -> Vec<C64> {
     let lambda = frob * 1e-14;
     let mut normal = Matrix::from_fn(n, n, |i, j| {
         let dot = (0..a.rows).fold(ZERO, |acc, k| acc + a.at(k, i).conj() * a.at(k, j));
-        if i == j {
-            dot + C64::new(lambda, 0.0)
-        } else {
-            dot
-        }
+        if i == j { dot + C64::new(lambda, 0.0) } else { dot }
     });
-    let mut rhs: Vec<C64> = (0..n)
-        .map(|i| (0..a.rows).fold(ZERO, |acc, k| acc + a.at(k, i).conj() * b[k]))
-        .collect();
+    let mut rhs: Vec<C64> = (0..n).map(|i| (0..a.rows).fold(ZERO, |acc, k| acc + a.at(k, i).conj() * b[k])).collect();
     // Gaussian elimination with partial pivoting; the matrix is Hermitian positive definite.
     for col in 0..n {
-        let pivot = (col..n)
-            .max_by(|&p, &q| normal.at(p, col).abs().total_cmp(&normal.at(q, col).abs()))
-            .unwrap_or(col);
+        let pivot =
+            (col..n).max_by(|&p, &q| normal.at(p, col).abs().total_cmp(&normal.at(q, col).abs())).unwrap_or(col);
         if pivot != col {
             for c in 0..n {
                 let tmp = normal.at(col, c);
@@ -231,17 +204,9 @@ mod tests {
 
     #[test]
     fn least_squares_recovers_an_exact_solution() {
-        let a = Matrix::from_fn(5, 3, |i, j| {
-            C64::cis((i * (j + 1)) as f64 * 0.7).scale(1.0 + j as f64)
-        });
-        let x = [
-            C64::new(1.0, -2.0),
-            C64::new(0.5, 0.25),
-            C64::new(-3.0, 1.0),
-        ];
-        let b: Vec<C64> = (0..5)
-            .map(|i| (0..3).fold(ZERO, |acc, j| acc + a.at(i, j) * x[j]))
-            .collect();
+        let a = Matrix::from_fn(5, 3, |i, j| C64::cis((i * (j + 1)) as f64 * 0.7).scale(1.0 + j as f64));
+        let x = [C64::new(1.0, -2.0), C64::new(0.5, 0.25), C64::new(-3.0, 1.0)];
+        let b: Vec<C64> = (0..5).map(|i| (0..3).fold(ZERO, |acc, j| acc + a.at(i, j) * x[j])).collect();
         let got = least_squares(&a, &b).unwrap();
         for (g, w) in got.iter().zip(&x) {
             assert!((*g - *w).abs() < 1e-12, "{g:?} vs {w:?}");
@@ -254,10 +219,7 @@ mod tests {
     fn regularized_solve_handles_singular_systems() {
         let a = Matrix::from_fn(2, 2, |_, _| ONE);
         let x = regularized_solve(&a, &[C64::new(2.0, 0.0), C64::new(2.0, 0.0)]);
-        assert!(
-            (x[0] - C64::new(1.0, 0.0)).abs() < 1e-6 && (x[1] - C64::new(1.0, 0.0)).abs() < 1e-6,
-            "{x:?}"
-        );
+        assert!((x[0] - C64::new(1.0, 0.0)).abs() < 1e-6 && (x[1] - C64::new(1.0, 0.0)).abs() < 1e-6, "{x:?}");
         let zero = regularized_solve(&Matrix::from_fn(2, 2, |_, _| ZERO), &[ZERO, ZERO]);
         assert!(zero.iter().all(|v| v.is_finite()));
     }

@@ -16,9 +16,7 @@ use std::ops::Range;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng, TryRngCore};
 
-use crate::complex::{
-    C64, Matrix, ONE, ZERO, least_squares, least_squares_conditioned, regularized_solve,
-};
+use crate::complex::{C64, Matrix, ONE, ZERO, least_squares, least_squares_conditioned, regularized_solve};
 use crate::outcome::{DecodeFailure, Outcome, SuspectReason, WorkerVerdict};
 use crate::parallel;
 
@@ -77,14 +75,8 @@ impl CyclicCode {
                 acc * (ONE - root(n, j as i64 - m as i64))
             })
         });
-        let data_columns =
-            Matrix::from_fn(n, n - (r - 1), |j, k| root(n, (j * k) as i64).scale(norm));
-        CyclicCode {
-            n,
-            r,
-            encoding,
-            data_columns,
-        }
+        let data_columns = Matrix::from_fn(n, n - (r - 1), |j, k| root(n, (j * k) as i64).scale(norm));
+        CyclicCode { n, r, encoding, data_columns }
     }
 
     pub fn workers(&self) -> usize {
@@ -101,13 +93,8 @@ impl CyclicCode {
     pub fn encode<T: WireScalar>(&self, worker: usize, gradients: &[&[f32]]) -> Vec<T> {
         assert_eq!(gradients.len(), self.r, "one gradient per held partition");
         let dim = gradients.first().map_or(0, |g| g.len());
-        assert!(
-            gradients.iter().all(|g| g.len() == dim),
-            "gradients of one length"
-        );
-        let coeffs: Vec<C64> = (0..self.r)
-            .map(|k| self.coefficient(worker, (worker + k) % self.n))
-            .collect();
+        assert!(gradients.iter().all(|g| g.len() == dim), "gradients of one length");
+        let coeffs: Vec<C64> = (0..self.r).map(|k| self.coefficient(worker, (worker + k) % self.n)).collect();
         let mut out = vec![T::from_f64(0.0); 2 * dim];
         parallel::for_each_chunk_mut(&mut out, |offset, chunk| {
             // Chunks of an even-length vector split at even offsets except possibly the
@@ -146,21 +133,9 @@ pub(crate) struct BlockTrace {
 
 impl CyclicDecoder {
     /// `blocks` from `Scheme::cyclic_blocks`; `dim` = the gradient dimension d (messages carry 2d).
-    pub fn new(
-        blocks: &[Range<usize>],
-        redundancy: usize,
-        byzantine_tolerance: usize,
-        dim: usize,
-    ) -> Self {
-        let blocks = blocks
-            .iter()
-            .map(|b| (b.clone(), CyclicCode::new(b.len(), redundancy)))
-            .collect();
-        CyclicDecoder {
-            blocks,
-            byzantine_tolerance,
-            dim,
-        }
+    pub fn new(blocks: &[Range<usize>], redundancy: usize, byzantine_tolerance: usize, dim: usize) -> Self {
+        let blocks = blocks.iter().map(|b| (b.clone(), CyclicCode::new(b.len(), redundancy))).collect();
+        CyclicDecoder { blocks, byzantine_tolerance, dim }
     }
 
     pub fn workers(&self) -> usize {
@@ -169,11 +144,7 @@ impl CyclicDecoder {
 
     /// The code of the block `worker` belongs to, and its index inside the block.
     pub fn code_of(&self, worker: usize) -> (&CyclicCode, usize) {
-        let (range, code) = self
-            .blocks
-            .iter()
-            .find(|(b, _)| b.contains(&worker))
-            .expect("worker in range");
+        let (range, code) = self.blocks.iter().find(|(b, _)| b.contains(&worker)).expect("worker in range");
         (code, worker - range.start)
     }
 
@@ -184,14 +155,9 @@ impl CyclicDecoder {
         for seed in &mut seeds {
             // Without OS entropy the projection would be guessable: refuse to run rather than
             // decode with a predictable one.
-            rand_core::OsRng
-                .try_fill_bytes(seed)
-                .expect("the operating system's random source failed");
+            rand_core::OsRng.try_fill_bytes(seed).expect("the operating system's random source failed");
         }
-        let directions: Vec<Vec<f64>> = seeds
-            .iter()
-            .map(|&seed| random_direction(seed, self.dim))
-            .collect();
+        let directions: Vec<Vec<f64>> = seeds.iter().map(|&seed| random_direction(seed, self.dim)).collect();
         let views: Vec<&[f64]> = directions.iter().map(Vec::as_slice).collect();
         self.decode_with(messages, &views).0
     }
@@ -209,35 +175,23 @@ impl CyclicDecoder {
                 workers[j] = WorkerVerdict::Suspect(SuspectReason::MalformedMessage);
             }
         }
-        let usable: Vec<Option<&[T]>> = messages
-            .iter()
-            .map(|m| m.filter(|v| v.len() == wire_len))
-            .collect();
+        let usable: Vec<Option<&[T]>> = messages.iter().map(|m| m.filter(|v| v.len() == wire_len)).collect();
         // One pass over every received vector computes both projections.
-        let projections =
-            parallel::map_items(&usable, wire_len, |m| m.map(|v| project(v, directions)));
+        let projections = parallel::map_items(&usable, wire_len, |m| m.map(|v| project(v, directions)));
         let mut total: Option<Vec<f64>> = Some(vec![0.0; self.dim]);
         let mut failure = None;
         let mut traces = Vec::new();
         for (b, (range, code)) in self.blocks.iter().enumerate() {
             let proj = &projections[range.clone()];
-            let (result, trace) = decode_block(
-                code,
-                self.byzantine_tolerance,
-                b,
-                proj,
-                &mut workers[range.clone()],
-                T::UNIT_ROUNDOFF,
-            );
+            let (result, trace) =
+                decode_block(code, self.byzantine_tolerance, b, proj, &mut workers[range.clone()], T::UNIT_ROUNDOFF);
             traces.push(trace);
             match result {
                 Ok(weights) => {
                     if let Some(total) = total.as_mut() {
                         let rows: Vec<(C64, &[T])> = weights
                             .iter()
-                            .map(|&(h, v)| {
-                                (v, usable[range.start + h].expect("consistent row arrived"))
-                            })
+                            .map(|&(h, v)| (v, usable[range.start + h].expect("consistent row arrived")))
                             .collect();
                         accumulate_real_part(total, &rows);
                     }
@@ -304,14 +258,7 @@ fn project<T: WireScalar>(z: &[T], directions: &[&[f64]]) -> Vec<C64> {
             a[1] += z[2 * k + 1].to_f64() * f[k];
         }
     }
-    acc.iter()
-        .map(|a| {
-            C64::new(
-                (0..LANES).map(|l| a[2 * l]).sum(),
-                (0..LANES).map(|l| a[2 * l + 1]).sum(),
-            )
-        })
-        .collect()
+    acc.iter().map(|a| C64::new((0..LANES).map(|l| a[2 * l]).sum(), (0..LANES).map(|l| a[2 * l + 1]).sum())).collect()
 }
 
 /// total += Re(sum_h v_h z_h), in parallel over coordinate ranges; row by row over cache-sized
@@ -391,16 +338,7 @@ fn decode_block(
         let detail = format!(
             "block {block}: {known_liars} coded vectors are malformed or non-finite, more than byzantineTolerance {s}"
         );
-        return (
-            Err(fail(
-                verdicts,
-                DecodeFailure::BoundViolated {
-                    unit: block,
-                    detail,
-                },
-            )),
-            trace,
-        );
+        return (Err(fail(verdicts, DecodeFailure::BoundViolated { unit: block, detail })), trace);
     }
     let unknown_liars = s - known_liars;
     if erased.len() + 2 * unknown_liars > q {
@@ -409,63 +347,28 @@ fn decode_block(
              and redundancy {} the code needs 2 * (liars still to locate) + (missing or unusable) <= {q}",
             code.r
         );
-        return (
-            Err(fail(
-                verdicts,
-                DecodeFailure::Undecodable {
-                    unit: block,
-                    detail,
-                },
-            )),
-            trace,
-        );
+        return (Err(fail(verdicts, DecodeFailure::Undecodable { unit: block, detail })), trace);
     }
     let live: Vec<usize> = (0..n).filter(|j| !erased.contains(j)).collect();
     // Per direction, the projected rows, scaled so the largest is 1: a liar sending 1e200 must
     // not overflow anything. Erased rows are zero.
-    let directions = projections
-        .iter()
-        .flatten()
-        .map(Vec::len)
-        .next()
-        .unwrap_or(0);
+    let directions = projections.iter().flatten().map(Vec::len).next().unwrap_or(0);
     let projected: Vec<Vec<C64>> = (0..directions)
         .map(|dir| {
             let raw: Vec<C64> = (0..n)
-                .map(|j| {
-                    if erased.contains(&j) {
-                        ZERO
-                    } else {
-                        projections[j].as_ref().map_or(ZERO, |p| p[dir])
-                    }
-                })
+                .map(|j| if erased.contains(&j) { ZERO } else { projections[j].as_ref().map_or(ZERO, |p| p[dir]) })
                 .collect();
-            let top = raw
-                .iter()
-                .map(|x| x.re.abs().max(x.im.abs()))
-                .fold(0.0, f64::max);
-            if top > 0.0 {
-                raw.iter().map(|x| x.scale(1.0 / top)).collect()
-            } else {
-                raw
-            }
+            let top = raw.iter().map(|x| x.re.abs().max(x.im.abs())).fold(0.0, f64::max);
+            if top > 0.0 { raw.iter().map(|x| x.scale(1.0 / top)).collect() } else { raw }
         })
         .collect();
-    trace.projections = (0..n)
-        .map(|j| projections[j].as_ref().map_or(ZERO, |p| p[0]))
-        .collect();
+    trace.projections = (0..n).map(|j| projections[j].as_ref().map_or(ZERO, |p| p[0])).collect();
 
     let norm = 1.0 / (n as f64).sqrt();
     let zeta = |j: usize, power: usize| root(n, -((j * power) as i64));
     // Syndromes y_m = n^-1/2 sum_j zeta_j^(k+m) e_j (the honest part cancels: C2^H W = 0).
     let syndromes_of = |e: &[C64]| -> Vec<C64> {
-        (0..q)
-            .map(|m| {
-                live.iter()
-                    .fold(ZERO, |acc, &j| acc + zeta(j, k + m) * e[j])
-                    .scale(norm)
-            })
-            .collect()
+        (0..q).map(|m| live.iter().fold(ZERO, |acc, &j| acc + zeta(j, k + m) * e[j]).scale(norm)).collect()
     };
     trace.syndromes = syndromes_of(&trace.projections);
     // Known erasures: multiply by their locator polynomial Gamma(x) = prod (x - zeta_j), which
@@ -490,12 +393,7 @@ fn decode_block(
         }
         let syndromes = syndromes_of(e);
         let modified: Vec<C64> = (0..q - erased.len())
-            .map(|m| {
-                gamma
-                    .iter()
-                    .enumerate()
-                    .fold(ZERO, |acc, (t, &g)| acc + g * syndromes[m + t])
-            })
+            .map(|m| gamma.iter().enumerate().fold(ZERO, |acc, (t, &g)| acc + g * syndromes[m + t]))
             .collect();
         let hankel = Matrix::from_fn(v, v, |i, t| modified[i + t]);
         let rhs: Vec<C64> = (0..v).map(|i| modified[i + v]).collect();
@@ -515,8 +413,7 @@ fn decode_block(
         by_size.sort_by(|p, q| p.0.total_cmp(&q.0));
         (by_size.iter().take(v).map(|&(_, j)| j).collect(), a)
     };
-    let predicted =
-        |j: usize, u: &[C64]| (0..k).fold(ZERO, |acc, c| acc + code.data_columns.at(j, c) * u[c]);
+    let predicted = |j: usize, u: &[C64]| (0..k).fold(ZERO, |acc, c| acc + code.data_columns.at(j, c) * u[c]);
 
     // Try locating with each direction in turn; accept the first set of kept rows that every
     // direction sees as one codeword (within the noise tolerance).
@@ -527,18 +424,11 @@ fn decode_block(
             trace.flagged = flagged.clone();
             trace.locator = locator;
         }
-        let kept: Vec<usize> = live
-            .iter()
-            .copied()
-            .filter(|j| !flagged.contains(j))
-            .collect();
+        let kept: Vec<usize> = live.iter().copied().filter(|j| !flagged.contains(j)).collect();
         let rows = code.data_columns.select_rows(&kept);
         let mut fits = Vec::with_capacity(projected.len());
         for values in &projected {
-            match least_squares_conditioned(
-                &rows,
-                &kept.iter().map(|&j| values[j]).collect::<Vec<_>>(),
-            ) {
+            match least_squares_conditioned(&rows, &kept.iter().map(|&j| values[j]).collect::<Vec<_>>()) {
                 Some(fit) => fits.push(fit),
                 None => break,
             }
@@ -573,9 +463,7 @@ fn decode_block(
         // C1[kept,:]^T v = e_0; then sum_h v_h z_h = sum_i g_i (column sums of W are sqrt(n)).
         let weights = (0..kept.len())
             .map(|h| {
-                let unit: Vec<C64> = (0..kept.len())
-                    .map(|i| if i == h { ONE } else { ZERO })
-                    .collect();
+                let unit: Vec<C64> = (0..kept.len()).map(|i| if i == h { ONE } else { ZERO }).collect();
                 least_squares(&rows, &unit).expect("rows verified to have full rank")[0]
             })
             .collect::<Vec<_>>();
@@ -588,16 +476,7 @@ fn decode_block(
         ),
         None => format!("block {block}: the remaining rows do not determine the codeword"),
     };
-    (
-        Err(fail(
-            verdicts,
-            DecodeFailure::Undecodable {
-                unit: block,
-                detail,
-            },
-        )),
-        trace,
-    )
+    (Err(fail(verdicts, DecodeFailure::Undecodable { unit: block, detail })), trace)
 }
 
 fn mark_unverified(projections: &[Option<Vec<C64>>], verdicts: &mut [WorkerVerdict]) {

@@ -8,19 +8,11 @@ fn rng(seed: u64) -> ChaCha8Rng {
 }
 
 fn gradients(rng: &mut ChaCha8Rng, n: usize, d: usize) -> Vec<Vec<f32>> {
-    (0..n)
-        .map(|_| {
-            (0..d)
-                .map(|_| (rng.next_u32() as f32 / u32::MAX as f32) * 4.0 - 2.0)
-                .collect()
-        })
-        .collect()
+    (0..n).map(|_| (0..d).map(|_| (rng.next_u32() as f32 / u32::MAX as f32) * 4.0 - 2.0).collect()).collect()
 }
 
 fn true_sum(g: &[Vec<f32>]) -> Vec<f64> {
-    (0..g[0].len())
-        .map(|k| g.iter().map(|v| f64::from(v[k])).sum())
-        .collect()
+    (0..g[0].len()).map(|k| g.iter().map(|v| f64::from(v[k])).sum()).collect()
 }
 
 fn encode_all<T: WireScalar>(code: &CyclicCode, g: &[Vec<f32>]) -> Vec<Vec<T>> {
@@ -34,12 +26,7 @@ fn encode_all<T: WireScalar>(code: &CyclicCode, g: &[Vec<f32>]) -> Vec<Vec<T>> {
 }
 
 fn relative_error(got: &[f64], want: &[f64]) -> f64 {
-    let num = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).powi(2))
-        .sum::<f64>()
-        .sqrt();
+    let num = got.iter().zip(want).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt();
     num / want.iter().map(|b| b * b).sum::<f64>().sqrt()
 }
 
@@ -81,22 +68,14 @@ fn encoding_matrix_structure() {
                 let held = (0..r).any(|k| (j + k) % n == i);
                 let w = code.coefficient(j, i);
                 if !held {
-                    assert!(
-                        w.abs() < 1e-12,
-                        "W[{j},{i}] = {w:?} off support (n={n}, r={r})"
-                    );
+                    assert!(w.abs() < 1e-12, "W[{j},{i}] = {w:?} off support (n={n}, r={r})");
                 }
                 column_sum += w;
             }
-            assert!(
-                (column_sum - C64::new((n as f64).sqrt(), 0.0)).abs() < 1e-10,
-                "column {i} sums to {column_sum:?}"
-            );
+            assert!((column_sum - C64::new((n as f64).sqrt(), 0.0)).abs() < 1e-10, "column {i} sums to {column_sum:?}");
             // C2^H W = 0: the last q DFT columns are orthogonal to every column of W.
             for c in n - q..n {
-                let dot = (0..n).fold(ZERO, |acc, j| {
-                    acc + root(n, (j * c) as i64).conj() * code.coefficient(j, i)
-                });
+                let dot = (0..n).fold(ZERO, |acc, j| acc + root(n, (j * c) as i64).conj() * code.coefficient(j, i));
                 assert!(dot.abs() < 1e-10, "C2^H W[{c},{i}] = {dot:?}");
             }
         }
@@ -112,20 +91,13 @@ fn closed_form_equals_solved_form() {
         for i in 0..n {
             let holders: Vec<usize> = (0..r).map(|k| (i + n - k) % n).collect();
             let system = Matrix::from_fn(r, r, |row, col| {
-                if row < q {
-                    root(n, (holders[col] * (n - q + row)) as i64).conj()
-                } else {
-                    ONE
-                }
+                if row < q { root(n, (holders[col] * (n - q + row)) as i64).conj() } else { ONE }
             });
             let mut rhs = vec![ZERO; r];
             rhs[q] = C64::new((n as f64).sqrt(), 0.0);
             let solved = least_squares(&system, &rhs).unwrap();
             for (col, &j) in holders.iter().enumerate() {
-                assert!(
-                    (solved[col] - code.coefficient(j, i)).abs() < 1e-10,
-                    "n={n} W[{j},{i}]"
-                );
+                assert!((solved[col] - code.coefficient(j, i)).abs() < 1e-10, "n={n} W[{j},{i}]");
             }
         }
     }
@@ -138,84 +110,42 @@ fn close(a: C64, re: f64, im: f64, tol: f64) -> bool {
 #[test]
 fn golden_example_n5_s1() {
     let code = CyclicCode::new(5, 3);
-    let (w, phi) = (
-        C64::new(0.30901699437494745, -0.9510565162951535),
-        1.618033988749895,
-    );
+    let (w, phi) = (C64::new(0.30901699437494745, -0.9510565162951535), 1.618033988749895);
     for j in 0..5 {
         assert!((code.coefficient(j, j) - w).abs() < 1e-12);
         assert!(close(code.coefficient(j, (j + 1) % 5), phi, 0.0, 1e-12));
         assert!((code.coefficient(j, (j + 2) % 5) - w.conj()).abs() < 1e-12);
     }
-    let g: Vec<Vec<f32>> = vec![
-        vec![1.0, 2.0],
-        vec![3.0, -1.0],
-        vec![0.5, 0.5],
-        vec![-2.0, 4.0],
-        vec![1.5, 0.0],
-    ];
+    let g: Vec<Vec<f32>> = vec![vec![1.0, 2.0], vec![3.0, -1.0], vec![0.5, 0.5], vec![-2.0, 4.0], vec![1.5, 0.0]];
     let mut msgs = encode_all::<f64>(&code, &g);
     let expected_z0 = [(5.3176, -0.4755), (-0.8455, -1.4266)];
     for (k, (re, im)) in expected_z0.iter().enumerate() {
-        assert!(close(
-            C64::new(msgs[0][2 * k], msgs[0][2 * k + 1]),
-            *re,
-            *im,
-            1e-4
-        ));
+        assert!(close(C64::new(msgs[0][2 * k], msgs[0][2 * k + 1]), *re, *im, 1e-4));
     }
-    assert!(close(
-        C64::new(msgs[2][2], msgs[2][3]),
-        6.6266,
-        -0.4755,
-        1e-4
-    ));
+    assert!(close(C64::new(msgs[2][2], msgs[2][3]), 6.6266, -0.4755, 1e-4));
     msgs[2][0] += 100.0;
     msgs[2][2] -= 100.0;
-    let (outcome, traces) =
-        decoder(5, 3, 1, 2).decode_with(&as_slots(&msgs), &[&[1.3, 0.7], &[0.3, -1.1]]);
+    let (outcome, traces) = decoder(5, 3, 1, 2).decode_with(&as_slots(&msgs), &[&[1.3, 0.7], &[0.3, -1.1]]);
     let t = &traces[0];
-    let want_e = [
-        (6.3211, -1.6168),
-        (2.6687, -2.8532),
-        (61.2352, 0.9035),
-        (4.0513, 2.3776),
-        (5.9601, 1.1888),
-    ];
+    let want_e = [(6.3211, -1.6168), (2.6687, -2.8532), (61.2352, 0.9035), (4.0513, 2.3776), (5.9601, 1.1888)];
     for (got, (re, im)) in t.projections.iter().zip(want_e) {
         assert!(close(*got, re, im, 1e-4), "e = {got:?}");
     }
-    assert!(
-        close(t.syndromes[0], 8.2918, 25.5195, 1e-4)
-            && close(t.syndromes[1], -21.7082, -15.7719, 1e-4)
-    );
-    assert!(
-        (t.locator[0] - root(5, -2)).abs() < 1e-12,
-        "a = zeta_2, got {:?}",
-        t.locator[0]
-    );
+    assert!(close(t.syndromes[0], 8.2918, 25.5195, 1e-4) && close(t.syndromes[1], -21.7082, -15.7719, 1e-4));
+    assert!((t.locator[0] - root(5, -2)).abs() < 1e-12, "a = zeta_2, got {:?}", t.locator[0]);
     assert_eq!(t.flagged, vec![2]);
     // The paper's recovery set H = {0, 1, 3} gives v = [0.8090+0.5878i, 0.8090-0.5878i, 0.6180].
     let h_rows = code.data_columns.select_rows(&[0, 1, 3]);
     let v: Vec<C64> = (0..3)
         .map(|h| {
-            least_squares(
-                &h_rows,
-                &(0..3)
-                    .map(|i| if i == h { ONE } else { ZERO })
-                    .collect::<Vec<_>>(),
-            )
-            .unwrap()[0]
+            least_squares(&h_rows, &(0..3).map(|i| if i == h { ONE } else { ZERO }).collect::<Vec<_>>()).unwrap()[0]
         })
         .collect();
     assert!(close(v[0], 0.8090169943749475, 0.5877852522924731, 1e-12));
     assert!(close(v[1], 0.8090169943749475, -0.5877852522924731, 1e-12));
     assert!(close(v[2], 0.6180339887498949, 0.0, 1e-12));
     let sum = outcome.aggregate.clone().unwrap();
-    assert!(
-        (sum[0] - 4.0).abs() < 1e-12 && (sum[1] - 5.5).abs() < 1e-12,
-        "{sum:?}"
-    );
+    assert!((sum[0] - 4.0).abs() < 1e-12 && (sum[1] - 5.5).abs() < 1e-12, "{sum:?}");
     assert_eq!(outcome.suspects(), vec![2]);
 }
 
@@ -240,15 +170,9 @@ fn all_placements(n: usize, s: usize, d: usize) {
             corrupt(&mut msgs[j], family, &mut rng);
         }
         let outcome = dec.decode(&as_slots(&msgs));
-        let sum = outcome
-            .aggregate
-            .as_ref()
-            .unwrap_or_else(|e| panic!("n={n} s={s} liars={liars:?}: {e}"));
+        let sum = outcome.aggregate.as_ref().unwrap_or_else(|e| panic!("n={n} s={s} liars={liars:?}: {e}"));
         let err = relative_error(sum, &want);
-        assert!(
-            err <= 1e-9,
-            "n={n} s={s} liars={liars:?} family={family}: relative error {err:e}"
-        );
+        assert!(err <= 1e-9, "n={n} s={s} liars={liars:?} family={family}: relative error {err:e}");
         assert_eq!(outcome.suspects(), liars, "n={n} s={s} family={family}");
         checked += 1;
     }
@@ -292,9 +216,7 @@ fn imaginary_part_of_the_recovery_vanishes() {
             .iter()
             .enumerate()
             .map(|(h, &j)| {
-                let unit: Vec<C64> = (0..rows.rows)
-                    .map(|i| if i == h { ONE } else { ZERO })
-                    .collect();
+                let unit: Vec<C64> = (0..rows.rows).map(|i| if i == h { ONE } else { ZERO }).collect();
                 let v = least_squares(&rows, &unit).unwrap()[0];
                 v.im * msgs[j][2 * k] + v.re * msgs[j][2 * k + 1]
             })
@@ -314,11 +236,8 @@ fn liar_who_knows_last_steps_projection_is_still_caught() {
     // The liar saw last step's direction f and adds an error orthogonal to it.
     let f_last: Vec<f64> = (0..d).map(|k| ((k * 7919) % 13) as f64 - 6.0).collect();
     let mut err: Vec<f64> = (0..d).map(|k| ((k * 104729) % 17) as f64 - 8.0).collect();
-    let along = err.iter().zip(&f_last).map(|(a, b)| a * b).sum::<f64>()
-        / f_last.iter().map(|b| b * b).sum::<f64>();
-    err.iter_mut()
-        .zip(&f_last)
-        .for_each(|(e, f)| *e -= along * f);
+    let along = err.iter().zip(&f_last).map(|(a, b)| a * b).sum::<f64>() / f_last.iter().map(|b| b * b).sum::<f64>();
+    err.iter_mut().zip(&f_last).for_each(|(e, f)| *e -= along * f);
     for k in 0..d {
         msgs[4][2 * k] += 50.0 * err[k];
     }
@@ -326,10 +245,7 @@ fn liar_who_knows_last_steps_projection_is_still_caught() {
     // projection still refuses to return the corrupted sum.
     let (reused, _) = dec.decode_with(&as_slots(&msgs), &[&f_last, &vec![1.0; d]]);
     if let Ok(sum) = &reused.aggregate {
-        assert!(
-            relative_error(sum, &want) < 1e-9,
-            "a reused projection must never yield a wrong sum"
-        );
+        assert!(relative_error(sum, &want) < 1e-9, "a reused projection must never yield a wrong sum");
     }
     // With fresh secret projections (the real decode path) the liar is named and the sum exact.
     let fresh = dec.decode(&as_slots(&msgs));
@@ -359,13 +275,13 @@ fn erasures_and_errors_for_every_budget() {
                 for &j in liars {
                     corrupt(&mut msgs[j], trial % 3, &mut rng);
                 }
-                let slots: Vec<Option<&[f64]>> = (0..n)
-                    .map(|j| (!missing.contains(&j)).then(|| msgs[j].as_slice()))
-                    .collect();
+                let slots: Vec<Option<&[f64]>> =
+                    (0..n).map(|j| (!missing.contains(&j)).then(|| msgs[j].as_slice())).collect();
                 let outcome = dec.decode(&slots);
-                let sum = outcome.aggregate.as_ref().unwrap_or_else(|f| {
-                    panic!("s={s} e={e} liars={liars:?} missing={missing:?}: {f}")
-                });
+                let sum = outcome
+                    .aggregate
+                    .as_ref()
+                    .unwrap_or_else(|f| panic!("s={s} e={e} liars={liars:?} missing={missing:?}: {f}"));
                 assert!(relative_error(sum, &want) < 1e-9);
                 let mut named = liars.to_vec();
                 named.sort_unstable();
@@ -376,18 +292,10 @@ fn erasures_and_errors_for_every_budget() {
             }
         }
         // One more missing than the budget allows: undecodable, not a guess.
-        let slots: Vec<Option<&[f64]>> = (0..n)
-            .map(|j| (j > 4 - 2 * s).then(|| honest[j].as_slice()))
-            .collect();
+        let slots: Vec<Option<&[f64]>> = (0..n).map(|j| (j > 4 - 2 * s).then(|| honest[j].as_slice())).collect();
         let outcome = dec.decode(&slots);
         assert_eq!(outcome.verdict(), crate::StepVerdict::Undecodable, "s={s}");
-        assert!(
-            outcome
-                .aggregate
-                .unwrap_err()
-                .to_string()
-                .contains("missing")
-        );
+        assert!(outcome.aggregate.unwrap_err().to_string().contains("missing"));
     }
 }
 
@@ -408,10 +316,7 @@ fn beyond_the_bound_is_reported_never_a_silent_wrong_sum() {
             }
             let outcome = dec.decode(&as_slots(&msgs));
             if let Ok(sum) = &outcome.aggregate {
-                assert!(
-                    relative_error(sum, &want) < 1e-9,
-                    "n={n}: a wrong sum was returned"
-                );
+                assert!(relative_error(sum, &want) < 1e-9, "n={n}: a wrong sum was returned");
             }
         }
     }
@@ -445,10 +350,7 @@ fn non_finite_and_malformed_payloads_are_named() {
     msgs[6].pop();
     let outcome = dec.decode(&as_slots(&msgs));
     assert!(relative_error(outcome.aggregate.as_ref().unwrap(), &want) < 1e-5);
-    assert_eq!(
-        outcome.workers[6],
-        WorkerVerdict::Suspect(SuspectReason::MalformedMessage)
-    );
+    assert_eq!(outcome.workers[6], WorkerVerdict::Suspect(SuspectReason::MalformedMessage));
 }
 
 #[test]
@@ -516,10 +418,7 @@ fn complex64_precision_envelope() {
                 corrupt(&mut msgs[(trial + 3 * t) % n], 0, &mut rng);
             }
             let outcome = dec.decode(&as_slots(&msgs));
-            let err = outcome
-                .aggregate
-                .as_ref()
-                .map_or(f64::INFINITY, |sum| relative_error(sum, &true_sum(&g)));
+            let err = outcome.aggregate.as_ref().map_or(f64::INFINITY, |sum| relative_error(sum, &true_sum(&g)));
             worst = worst.max(err);
         }
         let rows = n - 2 * s;

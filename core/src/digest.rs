@@ -7,12 +7,7 @@ const MUL: u64 = 0x9E37_79B9_7F4A_7C15;
 /// Digest of the canonical bit patterns of `v` (so -0.0 and +0.0 differ, and NaN payloads
 /// are just bits). Four independent lanes keep the multiplier pipeline busy.
 pub fn digest_f32(v: &[f32]) -> u64 {
-    let mut lanes = [
-        0x243F_6A88_85A3_08D3u64,
-        0x1319_8A2E_0370_7344,
-        0xA409_3822_299F_31D0,
-        0x082E_FA98_EC4E_6C89,
-    ];
+    let mut lanes = [0x243F_6A88_85A3_08D3u64, 0x1319_8A2E_0370_7344, 0xA409_3822_299F_31D0, 0x082E_FA98_EC4E_6C89];
     let mut chunks = v.chunks_exact(8);
     for c in &mut chunks {
         for (lane, pair) in lanes.iter_mut().zip(c.chunks_exact(2)) {
@@ -22,9 +17,7 @@ pub fn digest_f32(v: &[f32]) -> u64 {
     }
     let mut h = (v.len() as u64).wrapping_mul(MUL);
     for x in chunks.remainder() {
-        h = (h ^ u64::from(x.to_bits()))
-            .wrapping_mul(MUL)
-            .rotate_left(29);
+        h = (h ^ u64::from(x.to_bits())).wrapping_mul(MUL).rotate_left(29);
     }
     for lane in lanes {
         h = (h ^ lane).wrapping_mul(MUL).rotate_left(31);
@@ -36,11 +29,9 @@ pub fn digest_f32(v: &[f32]) -> u64 {
 /// as equal).
 pub fn bits_equal(a: &[f32], b: &[f32]) -> bool {
     a.len() == b.len()
-        && a.chunks(4096).zip(b.chunks(4096)).all(|(x, y)| {
-            x.iter()
-                .zip(y)
-                .fold(true, |eq, (p, q)| eq & (p.to_bits() == q.to_bits()))
-        })
+        && a.chunks(4096)
+            .zip(b.chunks(4096))
+            .all(|(x, y)| x.iter().zip(y).fold(true, |eq, (p, q)| eq & (p.to_bits() == q.to_bits())))
 }
 
 #[cfg(test)]

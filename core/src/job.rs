@@ -207,18 +207,12 @@ pub struct JobError {
 
 impl From<SchemeError> for JobError {
     fn from(e: SchemeError) -> Self {
-        JobError {
-            field: e.field.to_string(),
-            message: e.message,
-        }
+        JobError { field: e.field.to_string(), message: e.message }
     }
 }
 
 fn bad(field: &str, message: String) -> JobError {
-    JobError {
-        field: field.to_string(),
-        message,
-    }
+    JobError { field: field.to_string(), message }
 }
 
 /// Upper bounds that keep a typo from allocating the machine away.
@@ -232,10 +226,7 @@ impl JobConfig {
         let s = &self.scheme;
         s.validate()?;
         if self.aggregator.is_some() && s.code != crate::scheme::CodeKind::None {
-            return Err(bad(
-                "aggregator",
-                format!("only applies to code none, not {}", s.code.as_str()),
-            ));
+            return Err(bad("aggregator", format!("only applies to code none, not {}", s.code.as_str())));
         }
         if let Some(rule) = &self.aggregator {
             let need = rule.min_workers(s.byzantine_tolerance);
@@ -254,18 +245,12 @@ impl JobConfig {
         if !(self.straggler_timeout_seconds > 0.0 && self.straggler_timeout_seconds <= 3600.0) {
             return Err(bad(
                 "stragglerTimeoutSeconds",
-                format!(
-                    "must be in (0, 3600], got {}",
-                    self.straggler_timeout_seconds
-                ),
+                format!("must be in (0, 3600], got {}", self.straggler_timeout_seconds),
             ));
         }
         let t = &self.training;
         if t.steps == 0 || t.steps > MAX_STEPS {
-            return Err(bad(
-                "training.steps",
-                format!("must be between 1 and {MAX_STEPS}, got {}", t.steps),
-            ));
+            return Err(bad("training.steps", format!("must be between 1 and {MAX_STEPS}, got {}", t.steps)));
         }
         if t.batch_size < s.workers || t.batch_size > MAX_BATCH_SIZE {
             return Err(bad(
@@ -284,74 +269,40 @@ impl JobConfig {
             ));
         }
         if !(0.0..1.0).contains(&o.momentum) {
-            return Err(bad(
-                "training.optimizer.momentum",
-                format!("must be in [0, 1), got {}", o.momentum),
-            ));
+            return Err(bad("training.optimizer.momentum", format!("must be in [0, 1), got {}", o.momentum)));
         }
         if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
-            return Err(bad(
-                "training.optimizer.weightDecay",
-                format!("must be >= 0, got {}", o.weight_decay),
-            ));
+            return Err(bad("training.optimizer.weightDecay", format!("must be >= 0, got {}", o.weight_decay)));
         }
         for (name, v) in [("beta1", o.beta1), ("beta2", o.beta2)] {
             if !(0.0..1.0).contains(&v) {
-                return Err(bad(
-                    &format!("training.optimizer.{name}"),
-                    format!("must be in [0, 1), got {v}"),
-                ));
+                return Err(bad(&format!("training.optimizer.{name}"), format!("must be in [0, 1), got {v}")));
             }
         }
         if !(o.epsilon.is_finite() && o.epsilon > 0.0) {
-            return Err(bad(
-                "training.optimizer.epsilon",
-                format!("must be > 0, got {}", o.epsilon),
-            ));
+            return Err(bad("training.optimizer.epsilon", format!("must be > 0, got {}", o.epsilon)));
         }
-        if let Some(w) = self
-            .model
-            .hidden
-            .iter()
-            .find(|&&w| w == 0 || w > MAX_HIDDEN_WIDTH)
-        {
-            return Err(bad(
-                "model.hidden",
-                format!("layer widths must be between 1 and {MAX_HIDDEN_WIDTH}, got {w}"),
-            ));
+        if let Some(w) = self.model.hidden.iter().find(|&&w| w == 0 || w > MAX_HIDDEN_WIDTH) {
+            return Err(bad("model.hidden", format!("layer widths must be between 1 and {MAX_HIDDEN_WIDTH}, got {w}")));
         }
         if self.model.hidden.len() > 16 {
-            return Err(bad(
-                "model.hidden",
-                format!("at most 16 hidden layers, got {}", self.model.hidden.len()),
-            ));
+            return Err(bad("model.hidden", format!("at most 16 hidden layers, got {}", self.model.hidden.len())));
         }
         if self.dataset.format != DatasetFormat::Synthetic && self.dataset.path.is_empty() {
-            return Err(bad(
-                "dataset.path",
-                "is required for idx and cifar10 datasets".to_string(),
-            ));
+            return Err(bad("dataset.path", "is required for idx and cifar10 datasets".to_string()));
         }
-        if self.dataset.format == DatasetFormat::Cifar10
-            && self.model.architecture == ArchitectureKind::Lenet
-        {
+        if self.dataset.format == DatasetFormat::Cifar10 && self.model.architecture == ArchitectureKind::Lenet {
             // LeNet works on any size >= 12; nothing to check. Kept explicit for readers.
         }
         if let Some(a) = &self.adversary {
             if a.count == 0 || a.count > s.workers {
                 return Err(bad(
                     "adversary.count",
-                    format!(
-                        "must be between 1 and workers ({}), got {}",
-                        s.workers, a.count
-                    ),
+                    format!("must be between 1 and workers ({}), got {}", s.workers, a.count),
                 ));
             }
             if !a.scale.is_finite() {
-                return Err(bad(
-                    "adversary.scale",
-                    format!("must be a finite number, got {}", a.scale),
-                ));
+                return Err(bad("adversary.scale", format!("must be a finite number, got {}", a.scale)));
             }
         }
         Ok(())
@@ -399,14 +350,8 @@ mod tests {
             },
             aggregator: None,
             straggler_timeout_seconds: 30.0,
-            model: ModelSpec {
-                architecture: ArchitectureKind::Mlp,
-                hidden: vec![32],
-            },
-            dataset: DatasetSpec {
-                format: DatasetFormat::Synthetic,
-                path: String::new(),
-            },
+            model: ModelSpec { architecture: ArchitectureKind::Mlp, hidden: vec![32] },
+            dataset: DatasetSpec { format: DatasetFormat::Synthetic, path: String::new() },
             training: TrainingSpec {
                 steps: 10,
                 batch_size: 60,
@@ -440,12 +385,7 @@ mod tests {
         assert_eq!(j.validate().unwrap_err().field, "training.batchSize");
         let mut j = example();
         j.training.optimizer.learning_rate = f64::NAN;
-        assert!(
-            j.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("learningRate: must be a positive number, got NaN")
-        );
+        assert!(j.validate().unwrap_err().to_string().contains("learningRate: must be a positive number, got NaN"));
         let mut j = example();
         j.aggregator = Some(Aggregator::Median);
         assert_eq!(j.validate().unwrap_err().field, "aggregator");
@@ -465,14 +405,8 @@ mod tests {
         let j = example();
         let steps: Vec<Vec<usize>> = (0..20).map(|t| j.adversaries_at(t)).collect();
         assert!(steps.iter().all(|a| a.len() == 1 && a[0] < 6));
-        assert_eq!(
-            steps,
-            (0..20).map(|t| j.adversaries_at(t)).collect::<Vec<_>>()
-        );
-        assert!(
-            steps.iter().any(|a| a != &steps[0]),
-            "random placement moves"
-        );
+        assert_eq!(steps, (0..20).map(|t| j.adversaries_at(t)).collect::<Vec<_>>());
+        assert!(steps.iter().any(|a| a != &steps[0]), "random placement moves");
         let mut fixed = example();
         fixed.adversary.as_mut().unwrap().placement = Placement::Fixed;
         assert!((0..20).all(|t| fixed.adversaries_at(t) == fixed.adversaries_at(0)));

@@ -19,17 +19,8 @@ pub struct Optimizer {
 
 impl Optimizer {
     pub fn new(spec: &OptimizerSpec, params: usize) -> Self {
-        let second = if spec.kind == OptimizerKind::Adam {
-            vec![0.0; params]
-        } else {
-            Vec::new()
-        };
-        Optimizer {
-            spec: spec.clone(),
-            first: vec![0.0; params],
-            second,
-            updates: 0,
-        }
+        let second = if spec.kind == OptimizerKind::Adam { vec![0.0; params] } else { Vec::new() };
+        Optimizer { spec: spec.clone(), first: vec![0.0; params], second, updates: 0 }
     }
 
     pub fn updates(&self) -> u64 {
@@ -42,12 +33,7 @@ impl Optimizer {
     }
 
     /// Restores state written by `state` (lengths must match this optimizer's).
-    pub fn restore(
-        &mut self,
-        first: Vec<f32>,
-        second: Vec<f32>,
-        updates: u64,
-    ) -> Result<(), String> {
+    pub fn restore(&mut self, first: Vec<f32>, second: Vec<f32>, updates: u64) -> Result<(), String> {
         if first.len() != self.first.len() || second.len() != self.second.len() {
             return Err(format!(
                 "optimizer state has {} + {} values, expected {} + {}",
@@ -65,11 +51,7 @@ impl Optimizer {
 
     /// One update of `params` with `gradient` (the gradient of the batch's mean loss).
     pub fn apply(&mut self, params: &mut [f32], gradient: &[f32]) {
-        assert_eq!(
-            params.len(),
-            gradient.len(),
-            "gradient of the parameters' size"
-        );
+        assert_eq!(params.len(), gradient.len(), "gradient of the parameters' size");
         let s = &self.spec;
         let (lr, wd) = (s.learning_rate as f32, s.weight_decay as f32);
         self.updates += 1;
@@ -86,12 +68,7 @@ impl Optimizer {
                 let (b1, b2, eps) = (s.beta1 as f32, s.beta2 as f32, s.epsilon as f32);
                 let t = self.updates as i32;
                 let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
-                for (((p, g), m), v) in params
-                    .iter_mut()
-                    .zip(gradient)
-                    .zip(&mut self.first)
-                    .zip(&mut self.second)
-                {
+                for (((p, g), m), v) in params.iter_mut().zip(gradient).zip(&mut self.first).zip(&mut self.second) {
                     let g = g + wd * *p;
                     *m = b1 * *m + (1.0 - b1) * g;
                     *v = b2 * *v + (1.0 - b2) * g * g;
@@ -107,15 +84,7 @@ mod tests {
     use super::*;
 
     fn spec(kind: OptimizerKind, momentum: f64) -> OptimizerSpec {
-        OptimizerSpec {
-            kind,
-            learning_rate: 0.1,
-            momentum,
-            weight_decay: 0.0,
-            beta1: 0.9,
-            beta2: 0.999,
-            epsilon: 1e-8,
-        }
+        OptimizerSpec { kind, learning_rate: 0.1, momentum, weight_decay: 0.0, beta1: 0.9, beta2: 0.999, epsilon: 1e-8 }
     }
 
     #[test]
@@ -133,10 +102,7 @@ mod tests {
         let mut opt = Optimizer::new(&spec(OptimizerKind::Adam, 0.0), 2);
         let mut p = [0.0f32, 0.0];
         opt.apply(&mut p, &[3.0, -0.01]);
-        assert!(
-            (p[0] + 0.1).abs() < 1e-5 && (p[1] - 0.1).abs() < 1e-3,
-            "{p:?}"
-        );
+        assert!((p[0] + 0.1).abs() < 1e-5 && (p[1] - 0.1).abs() < 1e-3, "{p:?}");
     }
 
     #[test]

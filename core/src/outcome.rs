@@ -116,11 +116,6 @@ impl<T> Outcome<T> {
 
     /// Ranks whose message was missing, in increasing order.
     pub fn missing(&self) -> Vec<usize> {
-        self.workers
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| **v == WorkerVerdict::Missing)
-            .map(|(j, _)| j)
-            .collect()
+        self.workers.iter().enumerate().filter(|(_, v)| **v == WorkerVerdict::Missing).map(|(j, _)| j).collect()
     }
 }

@@ -50,11 +50,7 @@ pub struct Tally {
 impl RepetitionDecoder {
     /// `assignment` must come from a repetition scheme; its units are the groups.
     pub fn new(assignment: &Assignment, byzantine_tolerance: usize, dim: usize) -> Self {
-        RepetitionDecoder {
-            groups: assignment.units().to_vec(),
-            byzantine_tolerance,
-            dim,
-        }
+        RepetitionDecoder { groups: assignment.units().to_vec(), byzantine_tolerance, dim }
     }
 
     pub fn workers(&self) -> usize {
@@ -73,19 +69,14 @@ impl RepetitionDecoder {
     /// Digests are computed in parallel; the vectors are only borrowed.
     pub fn decode(&self, messages: &[Option<&[f32]>]) -> Outcome<f32> {
         assert_eq!(messages.len(), self.workers(), "one slot per worker");
-        let usable: Vec<Option<&[f32]>> = messages
-            .iter()
-            .map(|m| m.filter(|v| v.len() == self.dim))
-            .collect();
+        let usable: Vec<Option<&[f32]>> = messages.iter().map(|m| m.filter(|v| v.len() == self.dim)).collect();
         // Each thread sorts the members into classes of identical vectors over its own range of
         // coordinates; members are identical over the whole vector iff they share a class in
         // every range.
         let ranges = parallel::split(self.dim);
-        let labels = parallel::map_items(
-            &ranges,
-            self.dim * messages.len() / ranges.len().max(1),
-            |range| self.identical_classes(&usable, range.clone()),
-        );
+        let labels = parallel::map_items(&ranges, self.dim * messages.len() / ranges.len().max(1), |range| {
+            self.identical_classes(&usable, range.clone())
+        });
         let mut tally = self.tally();
         for (g, group) in self.groups.iter().enumerate() {
             let mut keys: Vec<Vec<usize>> = Vec::new();
@@ -96,10 +87,7 @@ impl RepetitionDecoder {
                     None => {
                         keys.push(key);
                         // Batch decoding never takes later votes, so the digest goes unused.
-                        tally.groups[g].push(Bucket {
-                            digest: 0,
-                            members: vec![j],
-                        });
+                        tally.groups[g].push(Bucket { digest: 0, members: vec![j] });
                     }
                 }
             }
@@ -134,9 +122,7 @@ impl RepetitionDecoder {
                     next[slot] = (0..slot)
                         .find(|&earlier| {
                             let e = present[earlier];
-                            label[e] == label[j]
-                                && digests[earlier] == digests[slot]
-                                && bits_equal(bytes(e), bytes(j))
+                            label[e] == label[j] && digests[earlier] == digests[slot] && bits_equal(bytes(e), bytes(j))
                         })
                         .map_or(j, |earlier| next[earlier]);
                 }
@@ -159,15 +145,9 @@ fn insert_vote<'a>(
     msg: &[f32],
     vector_of: impl Fn(usize) -> &'a [f32],
 ) {
-    match buckets
-        .iter_mut()
-        .find(|b| b.digest == digest && bits_equal(vector_of(b.members[0]), msg))
-    {
+    match buckets.iter_mut().find(|b| b.digest == digest && bits_equal(vector_of(b.members[0]), msg)) {
         Some(bucket) => bucket.members.push(j),
-        None => buckets.push(Bucket {
-            digest,
-            members: vec![j],
-        }),
+        None => buckets.push(Bucket { digest, members: vec![j] }),
     }
 }
 
@@ -203,14 +183,8 @@ impl Tally {
         }
         let g = self.decoder.group_of(j);
         let quorum = self.decoder.byzantine_tolerance + 1;
-        let winners: Vec<&Bucket> = self.groups[g]
-            .iter()
-            .filter(|b| b.members.len() >= quorum)
-            .collect();
-        match (
-            winners.as_slice(),
-            self.groups[g].iter().find(|b| b.members.contains(&j)),
-        ) {
+        let winners: Vec<&Bucket> = self.groups[g].iter().filter(|b| b.members.len() >= quorum).collect();
+        match (winners.as_slice(), self.groups[g].iter().find(|b| b.members.contains(&j))) {
             (_, None) => WorkerVerdict::Missing,
             ([winner], Some(mine)) if std::ptr::eq(*winner, mine) => WorkerVerdict::Honest,
             ([_], Some(_)) => WorkerVerdict::Suspect(SuspectReason::OutvotedInGroup),
@@ -220,11 +194,7 @@ impl Tally {
 
     pub fn group_state(&self, g: usize) -> GroupState {
         let quorum = self.decoder.byzantine_tolerance + 1;
-        match self.groups[g]
-            .iter()
-            .filter(|b| b.members.len() >= quorum)
-            .count()
-        {
+        match self.groups[g].iter().filter(|b| b.members.len() >= quorum).count() {
             0 => GroupState::Pending,
             1 => GroupState::Decided,
             _ => GroupState::BoundViolated,
@@ -247,10 +217,7 @@ impl Tally {
         for (g, buckets) in self.groups.iter().enumerate() {
             let range = &d.groups[g];
             let arrived: usize = buckets.iter().map(|b| b.members.len()).sum();
-            let winning: Vec<&Bucket> = buckets
-                .iter()
-                .filter(|b| b.members.len() >= quorum)
-                .collect();
+            let winning: Vec<&Bucket> = buckets.iter().filter(|b| b.members.len() >= quorum).collect();
             if let [winner] = winning[..] {
                 for b in buckets {
                     let verdict = if std::ptr::eq(b, winner) {
@@ -263,10 +230,7 @@ impl Tally {
                 winners.push(winner.members[0]);
                 continue;
             }
-            buckets
-                .iter()
-                .flat_map(|b| &b.members)
-                .for_each(|&j| workers[j] = WorkerVerdict::Unverified);
+            buckets.iter().flat_map(|b| &b.members).for_each(|&j| workers[j] = WorkerVerdict::Unverified);
             let largest = buckets.iter().map(|b| b.members.len()).max().unwrap_or(0);
             let this = if winning.is_empty() {
                 DecodeFailure::Undecodable {
@@ -310,10 +274,7 @@ impl Tally {
         let aggregate = match failure {
             Some(f) => Err(f),
             None => Ok(sum_in_order(
-                &winners
-                    .iter()
-                    .map(|&j| messages[j].expect("winner arrived"))
-                    .collect::<Vec<_>>(),
+                &winners.iter().map(|&j| messages[j].expect("winner arrived")).collect::<Vec<_>>(),
                 d.dim,
             )),
         };

@@ -22,10 +22,7 @@ fn honest(p: usize, r: usize, d: usize, seed: u32) -> Vec<Vec<f32>> {
     let groups: Vec<Vec<f32>> = (0..p / r)
         .map(|g| {
             (0..d)
-                .map(|k| {
-                    ((g * 131 + k * 17 + seed as usize) % 97) as f32 * 0.37 - 11.0
-                        + 1.0 / (k as f32 + 3.0)
-                })
+                .map(|k| ((g * 131 + k * 17 + seed as usize) % 97) as f32 * 0.37 - 11.0 + 1.0 / (k as f32 + 3.0))
                 .collect()
         })
         .collect();
@@ -48,22 +45,10 @@ fn bits(v: &[f32]) -> Vec<u32> {
 /// Payload families a liar may send (coding.md §6).
 fn forge(family: usize, own: &[f32], other_group: &[f32], liar: usize) -> Vec<f32> {
     match family {
-        0 => vec![7.0; own.len()],                   // constant
-        1 => own.iter().map(|x| -3.0 * x).collect(), // -k * g
-        2 => (0..own.len())
-            .map(|k| ((k * 7 + liar * 13) % 11) as f32 - 5.0)
-            .collect(), // random-ish, per liar
-        3 => own
-            .iter()
-            .enumerate()
-            .map(|(k, x)| {
-                if k % 2 == 0 {
-                    f32::NAN
-                } else {
-                    x * f32::INFINITY
-                }
-            })
-            .collect(),
+        0 => vec![7.0; own.len()],                                                      // constant
+        1 => own.iter().map(|x| -3.0 * x).collect(),                                    // -k * g
+        2 => (0..own.len()).map(|k| ((k * 7 + liar * 13) % 11) as f32 - 5.0).collect(), // random-ish, per liar
+        3 => own.iter().enumerate().map(|(k, x)| if k % 2 == 0 { f32::NAN } else { x * f32::INFINITY }).collect(),
         4 => other_group.to_vec(),  // copy of another group's vector
         _ => vec![-1.5; own.len()], // identical forgery shared by colluders
     }
@@ -84,8 +69,7 @@ fn exhaustive(p: usize, r: usize, s: usize) {
     let want = bits(&fault_free(&clean, r));
     let mut placements = 0;
     for mask in 0u32..(1 << p) {
-        let per_group_ok =
-            (0..p / r).all(|g| ((mask >> (g * r)) & ((1 << r) - 1)).count_ones() as usize <= s);
+        let per_group_ok = (0..p / r).all(|g| ((mask >> (g * r)) & ((1 << r) - 1)).count_ones() as usize <= s);
         if !per_group_ok {
             continue;
         }
@@ -97,17 +81,12 @@ fn exhaustive(p: usize, r: usize, s: usize) {
                 msgs[j] = forge(family, &clean[j], other, j);
             }
             let outcome = dec.decode(&slots(&msgs));
-            let got = outcome
-                .aggregate
-                .as_ref()
-                .unwrap_or_else(|f| panic!("p={p} liars={liars:?} family={family}: {f}"));
+            let got =
+                outcome.aggregate.as_ref().unwrap_or_else(|f| panic!("p={p} liars={liars:?} family={family}: {f}"));
             assert_eq!(bits(got), want, "p={p} liars={liars:?} family={family}");
             assert_eq!(outcome.suspects(), liars, "family={family}");
             for &j in &liars {
-                assert_eq!(
-                    outcome.workers[j],
-                    WorkerVerdict::Suspect(SuspectReason::OutvotedInGroup)
-                );
+                assert_eq!(outcome.workers[j], WorkerVerdict::Suspect(SuspectReason::OutvotedInGroup));
             }
             placements += 1;
         }
@@ -153,10 +132,7 @@ fn more_than_s_independent_liars_is_undecodable() {
     let outcome = dec.decode(&slots(&msgs));
     assert_eq!(outcome.verdict(), StepVerdict::Undecodable);
     let detail = outcome.aggregate.as_ref().unwrap_err().to_string();
-    assert!(
-        detail.contains("group 1 (workers 3..5)") && detail.contains("1 of the 2 needed"),
-        "{detail}"
-    );
+    assert!(detail.contains("group 1 (workers 3..5)") && detail.contains("1 of the 2 needed"), "{detail}");
     assert_eq!(&outcome.workers[3..6], &[WorkerVerdict::Unverified; 3]);
     assert_eq!(&outcome.workers[0..3], &[WorkerVerdict::Honest; 3]);
 }
@@ -173,13 +149,7 @@ fn more_than_s_colluding_liars_is_a_proven_violation() {
     msgs[2] = vec![9.0; 5];
     let outcome = dec.decode(&slots(&msgs));
     assert_eq!(outcome.verdict(), StepVerdict::BoundViolated);
-    assert!(
-        outcome
-            .aggregate
-            .unwrap_err()
-            .to_string()
-            .contains("more than 1 members lied")
-    );
+    assert!(outcome.aggregate.unwrap_err().to_string().contains("more than 1 members lied"));
 }
 
 #[test]
@@ -206,15 +176,9 @@ fn erasures_and_errors_for_every_budget() {
                     }
                 }
                 liars.sort_unstable();
-                let slots: Vec<Option<&[f32]>> = (0..p)
-                    .map(|j| present[j].then(|| msgs[j].as_slice()))
-                    .collect();
+                let slots: Vec<Option<&[f32]>> = (0..p).map(|j| present[j].then(|| msgs[j].as_slice())).collect();
                 let outcome = dec.decode(&slots);
-                assert_eq!(
-                    bits(outcome.aggregate.as_ref().unwrap()),
-                    want,
-                    "s={s} e={e} shift={shift}"
-                );
+                assert_eq!(bits(outcome.aggregate.as_ref().unwrap()), want, "s={s} e={e} shift={shift}");
                 assert_eq!(outcome.suspects(), liars);
                 assert_eq!(outcome.missing().len(), e * (p / r));
             }
@@ -239,33 +203,17 @@ fn early_decode_needs_only_s_plus_one_identical_vectors() {
     assert_eq!(tally.group_state(1), GroupState::Pending);
     assert!(!tally.is_final());
     tally.offer(7, &forged[7], lookup);
-    assert!(
-        tally.is_final(),
-        "decodable without waiting for workers 3, 4, 8, 9"
-    );
-    let arrived: Vec<Option<&[f32]>> = (0..p)
-        .map(|j| {
-            [0, 1, 2, 5, 6, 7]
-                .contains(&j)
-                .then(|| forged[j].as_slice())
-        })
-        .collect();
+    assert!(tally.is_final(), "decodable without waiting for workers 3, 4, 8, 9");
+    let arrived: Vec<Option<&[f32]>> =
+        (0..p).map(|j| [0, 1, 2, 5, 6, 7].contains(&j).then(|| forged[j].as_slice())).collect();
     let early = tally.finish(&arrived);
-    assert_eq!(
-        bits(early.aggregate.as_ref().unwrap()),
-        bits(&fault_free(&msgs, r))
-    );
+    assert_eq!(bits(early.aggregate.as_ref().unwrap()), bits(&fault_free(&msgs, r)));
     assert_eq!(early.missing(), vec![3, 4, 8, 9]);
     // A late liar is still judged; a duplicate offer changes nothing.
     tally.offer(9, &forged[9], lookup);
     tally.offer(9, &msgs[9], lookup);
-    let all: Vec<Option<&[f32]>> = (0..p)
-        .map(|j| {
-            [0, 1, 2, 5, 6, 7, 9]
-                .contains(&j)
-                .then(|| forged[j].as_slice())
-        })
-        .collect();
+    let all: Vec<Option<&[f32]>> =
+        (0..p).map(|j| [0, 1, 2, 5, 6, 7, 9].contains(&j).then(|| forged[j].as_slice())).collect();
     assert_eq!(tally.finish(&all).suspects(), vec![9]);
 }
 
@@ -275,10 +223,7 @@ fn malformed_lengths_are_named_and_do_not_vote() {
     let msgs = honest(3, 3, 4, 7);
     let short = vec![1.0f32; 3];
     let outcome = dec.decode(&[Some(&msgs[0]), Some(&short), Some(&msgs[2])]);
-    assert_eq!(
-        outcome.workers[1],
-        WorkerVerdict::Suspect(SuspectReason::MalformedMessage)
-    );
+    assert_eq!(outcome.workers[1], WorkerVerdict::Suspect(SuspectReason::MalformedMessage));
     assert_eq!(bits(outcome.aggregate.as_ref().unwrap()), bits(&msgs[0]));
 }
 

@@ -65,23 +65,12 @@ fn invalid(field: &'static str, message: String) -> SchemeError {
 impl Scheme {
     /// Checks every rule; the first broken one is reported.
     pub fn validate(&self) -> Result<(), SchemeError> {
-        let (p, r, s, e) = (
-            self.workers,
-            self.redundancy,
-            self.byzantine_tolerance,
-            self.straggler_tolerance,
-        );
+        let (p, r, s, e) = (self.workers, self.redundancy, self.byzantine_tolerance, self.straggler_tolerance);
         if p == 0 || p > MAX_WORKERS {
-            return Err(invalid(
-                "workers",
-                format!("must be between 1 and {MAX_WORKERS}, got {p}"),
-            ));
+            return Err(invalid("workers", format!("must be between 1 and {MAX_WORKERS}, got {p}")));
         }
         if r == 0 || r > p {
-            return Err(invalid(
-                "redundancy",
-                format!("must be between 1 and workers ({p}), got {r}"),
-            ));
+            return Err(invalid("redundancy", format!("must be between 1 and workers ({p}), got {r}")));
         }
         // With code none there is no code to decode: s is the statistical rule's assumption
         // (checked against the aggregator), not a property of redundancy.
@@ -105,10 +94,7 @@ impl Scheme {
             ));
         }
         if self.cyclic_block_size.is_some() && self.code != CodeKind::Cyclic {
-            return Err(invalid(
-                "cyclicBlockSize",
-                format!("only applies to code cyclic, not {}", self.code.as_str()),
-            ));
+            return Err(invalid("cyclicBlockSize", format!("only applies to code cyclic, not {}", self.code.as_str())));
         }
         match self.code {
             CodeKind::None if r != 1 => Err(invalid(
@@ -117,10 +103,7 @@ impl Scheme {
             )),
             CodeKind::Repetition if p % r != 0 => Err(invalid(
                 "workers",
-                format!(
-                    "repetition code needs workers divisible by redundancy: {p} % {r} = {}",
-                    p % r
-                ),
+                format!("repetition code needs workers divisible by redundancy: {p} % {r} = {}", p % r),
             )),
             CodeKind::Cyclic => self.cyclic_blocks().map(|_| ()),
             _ => Ok(()),
@@ -161,10 +144,7 @@ impl Scheme {
                 Some(block)
             })
             .collect();
-        if let Some(b) = blocks
-            .iter()
-            .find(|b| b.len() < r || b.len() - (r - 1) > MAX_CYCLIC_DATA_ROWS)
-        {
+        if let Some(b) = blocks.iter().find(|b| b.len() < r || b.len() - (r - 1) > MAX_CYCLIC_DATA_ROWS) {
             return Err(invalid(
                 "workers",
                 format!(
@@ -202,46 +182,15 @@ mod tests {
 
     #[test]
     fn names_field_and_value() {
-        let err = scheme(CodeKind::Repetition, 6, 3, 1, 1)
-            .validate()
-            .unwrap_err();
+        let err = scheme(CodeKind::Repetition, 6, 3, 1, 1).validate().unwrap_err();
         assert_eq!(err.field, "byzantineTolerance");
         assert!(err.to_string().contains("2*1 + 1 = 3 > 3 - 1 = 2"), "{err}");
-        let err = scheme(CodeKind::Repetition, 7, 3, 1, 0)
-            .validate()
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "spec.workers: repetition code needs workers divisible by redundancy: 7 % 3 = 1"
-        );
-        assert_eq!(
-            scheme(CodeKind::None, 4, 3, 0, 0)
-                .validate()
-                .unwrap_err()
-                .field,
-            "redundancy"
-        );
-        assert_eq!(
-            scheme(CodeKind::Cyclic, 4, 5, 0, 0)
-                .validate()
-                .unwrap_err()
-                .field,
-            "redundancy"
-        );
-        assert_eq!(
-            scheme(CodeKind::Cyclic, 0, 1, 0, 0)
-                .validate()
-                .unwrap_err()
-                .field,
-            "workers"
-        );
-        assert_eq!(
-            scheme(CodeKind::Cyclic, 5000, 1, 0, 0)
-                .validate()
-                .unwrap_err()
-                .field,
-            "workers"
-        );
+        let err = scheme(CodeKind::Repetition, 7, 3, 1, 0).validate().unwrap_err();
+        assert_eq!(err.to_string(), "spec.workers: repetition code needs workers divisible by redundancy: 7 % 3 = 1");
+        assert_eq!(scheme(CodeKind::None, 4, 3, 0, 0).validate().unwrap_err().field, "redundancy");
+        assert_eq!(scheme(CodeKind::Cyclic, 4, 5, 0, 0).validate().unwrap_err().field, "redundancy");
+        assert_eq!(scheme(CodeKind::Cyclic, 0, 1, 0, 0).validate().unwrap_err().field, "workers");
+        assert_eq!(scheme(CodeKind::Cyclic, 5000, 1, 0, 0).validate().unwrap_err().field, "workers");
     }
 
     #[test]
@@ -252,19 +201,9 @@ mod tests {
             assert_eq!(blocks.first().unwrap().start, 0);
             assert_eq!(blocks.last().unwrap().end, p);
             assert!(blocks.windows(2).all(|w| w[0].end == w[1].start));
-            assert!(
-                blocks
-                    .iter()
-                    .all(|b| b.len() >= 3 && b.len() - 2 <= MAX_CYCLIC_DATA_ROWS),
-                "p={p}"
-            );
+            assert!(blocks.iter().all(|b| b.len() >= 3 && b.len() - 2 <= MAX_CYCLIC_DATA_ROWS), "p={p}");
         }
-        assert_eq!(
-            scheme(CodeKind::Cyclic, 14, 3, 1, 0)
-                .cyclic_blocks()
-                .unwrap(),
-            vec![0..14]
-        );
+        assert_eq!(scheme(CodeKind::Cyclic, 14, 3, 1, 0).cyclic_blocks().unwrap(), vec![0..14]);
     }
 
     #[test]

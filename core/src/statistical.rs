@@ -140,21 +140,8 @@ impl Default for AggregatorParams {
 /// workers tolerated. Returns the robust center of the usable vectors and one verdict per
 /// worker (see the module docs for screening). Too few usable vectors for the rule gives
 /// `Undecodable { unit: 0, .. }`.
-pub fn aggregate(
-    rule: &Aggregator,
-    params: &AggregatorParams,
-    messages: &[Option<&[f32]>],
-    f: usize,
-) -> Outcome<f32> {
-    let Screened {
-        mut verdicts,
-        ranks,
-        vectors,
-        dim,
-        missing,
-        malformed,
-        non_finite,
-    } = screen(messages);
+pub fn aggregate(rule: &Aggregator, params: &AggregatorParams, messages: &[Option<&[f32]>], f: usize) -> Outcome<f32> {
+    let Screened { mut verdicts, ranks, vectors, dim, missing, malformed, non_finite } = screen(messages);
     let n = vectors.len();
 
     let trim = params.trim.unwrap_or(f);
@@ -172,10 +159,7 @@ pub fn aggregate(
              ({missing} missing, {malformed} malformed, {non_finite} non-finite)",
             rule.as_str()
         );
-        return Outcome {
-            aggregate: Err(DecodeFailure::Undecodable { unit: 0, detail }),
-            workers: verdicts,
-        };
+        return Outcome { aggregate: Err(DecodeFailure::Undecodable { unit: 0, detail }), workers: verdicts };
     }
 
     let (center, kept) = match rule {
@@ -203,10 +187,7 @@ pub fn aggregate(
             verdicts[rank] = WorkerVerdict::Suspect(SuspectReason::RejectedOutlier);
         }
     }
-    Outcome {
-        aggregate: Ok(center),
-        workers: verdicts,
-    }
+    Outcome { aggregate: Ok(center), workers: verdicts }
 }
 
 /// The usable vectors of a step and everyone's verdict so far.
@@ -294,11 +275,7 @@ fn mean(vectors: &[&[f32]], dim: usize) -> Vec<f32> {
 
 /// `out[i] = per_column(column i)`, where column i holds coordinate i of every vector, in a
 /// buffer reused for every coordinate (one allocation per parallel chunk, none per coordinate).
-fn map_columns(
-    vectors: &[&[f32]],
-    dim: usize,
-    per_column: impl Fn(&mut [f32]) -> f32 + Sync,
-) -> Vec<f32> {
+fn map_columns(vectors: &[&[f32]], dim: usize, per_column: impl Fn(&mut [f32]) -> f32 + Sync) -> Vec<f32> {
     let mut out = vec![0.0f32; dim];
     parallel::for_each_chunk_mut(&mut out, |offset, chunk| {
         let mut column = vec![0.0f32; vectors.len()];
@@ -326,11 +303,8 @@ fn median_in_place(values: &mut [f32]) -> f32 {
     if len % 2 == 1 {
         return upper_middle;
     }
-    let lower_middle = lower
-        .iter()
-        .copied()
-        .reduce(|a, b| if b.total_cmp(&a).is_gt() { b } else { a })
-        .unwrap_or(upper_middle);
+    let lower_middle =
+        lower.iter().copied().reduce(|a, b| if b.total_cmp(&a).is_gt() { b } else { a }).unwrap_or(upper_middle);
     // f64 so that two values near f32::MAX do not overflow.
     ((f64::from(lower_middle) + f64::from(upper_middle)) / 2.0) as f32
 }
@@ -369,11 +343,7 @@ fn squared_distance(a: &[f32], b: &[f32]) -> f64 {
             *lane += diff * diff;
         }
     }
-    let tail: f64 = a_tail
-        .iter()
-        .zip(b_tail)
-        .map(|(&xi, &yi)| (f64::from(xi) - f64::from(yi)).powi(2))
-        .sum();
+    let tail: f64 = a_tail.iter().zip(b_tail).map(|(&xi, &yi)| (f64::from(xi) - f64::from(yi)).powi(2)).sum();
     lanes.iter().sum::<f64>() + tail
 }
 
@@ -387,20 +357,12 @@ fn squared_distance_to_point(a: &[f32], point: &[f64]) -> f64 {
             *lane += diff * diff;
         }
     }
-    let tail: f64 = a_tail
-        .iter()
-        .zip(p_tail)
-        .map(|(&xi, &pi)| (f64::from(xi) - pi).powi(2))
-        .sum();
+    let tail: f64 = a_tail.iter().zip(p_tail).map(|(&xi, &pi)| (f64::from(xi) - pi).powi(2)).sum();
     lanes.iter().sum::<f64>() + tail
 }
 
 fn distance_between_points(a: &[f64], b: &[f64]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y) * (x - y))
-        .sum::<f64>()
-        .sqrt()
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt()
 }
 
 fn norm(a: &[f64]) -> f64 {
@@ -423,31 +385,18 @@ fn to_f32(point: &[f64]) -> Vec<f32> {
 /// exactly on input points (likely: the coordinate-wise median is often an input), the
 /// Vardi–Zhang step either proves it optimal or moves off it, instead of sticking there.
 fn geometric_median(vectors: &[&[f32]], dim: usize, params: &AggregatorParams) -> Vec<f32> {
-    let mut estimate: Vec<f64> = coordinate_median(vectors, dim)
-        .into_iter()
-        .map(f64::from)
-        .collect();
+    let mut estimate: Vec<f64> = coordinate_median(vectors, dim).into_iter().map(f64::from).collect();
     let mut next = vec![0.0f64; dim];
 
     for _ in 0..params.geometric_median_max_iterations {
-        let distances: Vec<f64> = parallel::map_items(vectors, dim, |v| {
-            squared_distance_to_point(v, &estimate).sqrt()
-        });
+        let distances: Vec<f64> = parallel::map_items(vectors, dim, |v| squared_distance_to_point(v, &estimate).sqrt());
         let coincident = distances.iter().filter(|&&d| d == 0.0).count();
-        let Some(nearest) = distances
-            .iter()
-            .copied()
-            .filter(|&d| d > 0.0)
-            .min_by(f64::total_cmp)
-        else {
+        let Some(nearest) = distances.iter().copied().filter(|&d| d > 0.0).min_by(f64::total_cmp) else {
             break; // every point sits on the estimate: it is the geometric median
         };
 
         // Weighted mean of the points not on the estimate, weights nearest/d in (0, 1].
-        let weights: Vec<f64> = distances
-            .iter()
-            .map(|&d| if d > 0.0 { nearest / d } else { 0.0 })
-            .collect();
+        let weights: Vec<f64> = distances.iter().map(|&d| if d > 0.0 { nearest / d } else { 0.0 }).collect();
         let weight_sum: f64 = weights.iter().sum();
         parallel::for_each_chunk_mut(&mut next, |offset, chunk| {
             chunk.fill(0.0);
@@ -466,11 +415,7 @@ fn geometric_median(vectors: &[&[f32]], dim: usize, params: &AggregatorParams) -
         if coincident > 0 {
             // Vardi–Zhang: r = |sum over other points of the unit vectors towards them|.
             let gap = distance_between_points(&next, &estimate);
-            let pull = if gap == 0.0 {
-                0.0
-            } else {
-                weight_sum * (gap / nearest)
-            };
+            let pull = if gap == 0.0 { 0.0 } else { weight_sum * (gap / nearest) };
             if pull <= coincident as f64 {
                 break; // the estimate is optimal
             }
@@ -510,18 +455,15 @@ impl PairwiseDistances {
     fn new(vectors: &[&[f32]]) -> Self {
         let n = vectors.len();
         let dim = vectors.first().map_or(0, |v| v.len());
-        let tasks: Vec<(usize, usize)> = (0..dim)
-            .step_by(DISTANCE_TASK)
-            .map(|start| (start, (start + DISTANCE_TASK).min(dim)))
-            .collect();
+        let tasks: Vec<(usize, usize)> =
+            (0..dim).step_by(DISTANCE_TASK).map(|start| (start, (start + DISTANCE_TASK).min(dim))).collect();
         let partials = parallel::map_items(&tasks, n * DISTANCE_TASK, |&(task_start, task_end)| {
             let mut partial = vec![0.0f64; n * n];
             for start in (task_start..task_end).step_by(DISTANCE_BLOCK) {
                 let end = (start + DISTANCE_BLOCK).min(task_end);
                 for i in 0..n {
                     for j in i + 1..n {
-                        partial[i * n + j] +=
-                            squared_distance(&vectors[i][start..end], &vectors[j][start..end]);
+                        partial[i * n + j] += squared_distance(&vectors[i][start..end], &vectors[j][start..end]);
                     }
                 }
             }
@@ -558,12 +500,7 @@ fn krum_scores(distances: &PairwiseDistances, candidates: &[usize], f: usize) ->
         .iter()
         .map(|&i| {
             to_others.clear();
-            to_others.extend(
-                candidates
-                    .iter()
-                    .filter(|&&j| j != i)
-                    .map(|&j| distances.get(i, j)),
-            );
+            to_others.extend(candidates.iter().filter(|&&j| j != i).map(|&j| distances.get(i, j)));
             to_others.sort_unstable_by(f64::total_cmp);
             to_others[..neighbours].iter().sum()
         })
@@ -663,10 +600,7 @@ fn centered_clipping(vectors: &[&[f32]], dim: usize, params: &AggregatorParams) 
     // `max` maps NaN to 0 too.
     let tau = params.clipping_tau.max(0.0);
     let count = vectors.len() as f64;
-    let mut center: Vec<f64> = coordinate_median(vectors, dim)
-        .into_iter()
-        .map(f64::from)
-        .collect();
+    let mut center: Vec<f64> = coordinate_median(vectors, dim).into_iter().map(f64::from).collect();
     for _ in 0..params.clipping_iterations {
         let factors: Vec<f64> = parallel::map_items(vectors, dim, |v| {
             let distance = squared_distance_to_point(v, &center).sqrt();
@@ -696,12 +630,7 @@ mod tests {
         run_with(rule, &AggregatorParams::default(), vectors, f)
     }
 
-    fn run_with(
-        rule: Aggregator,
-        params: &AggregatorParams,
-        vectors: &[Vec<f32>],
-        f: usize,
-    ) -> Outcome<f32> {
+    fn run_with(rule: Aggregator, params: &AggregatorParams, vectors: &[Vec<f32>], f: usize) -> Outcome<f32> {
         let messages: Vec<Option<&[f32]>> = vectors.iter().map(|v| Some(v.as_slice())).collect();
         aggregate(&rule, params, &messages, f)
     }
@@ -716,10 +645,7 @@ mod tests {
     fn assert_close(actual: &[f32], expected: &[f32], tolerance: f32) {
         assert_eq!(actual.len(), expected.len(), "{actual:?} vs {expected:?}");
         for (a, e) in actual.iter().zip(expected) {
-            assert!(
-                (a - e).abs() <= tolerance,
-                "{actual:?} is not within {tolerance} of {expected:?}"
-            );
+            assert!((a - e).abs() <= tolerance, "{actual:?} is not within {tolerance} of {expected:?}");
         }
     }
 
@@ -754,16 +680,7 @@ mod tests {
         let names: Vec<&str> = Aggregator::ALL.iter().map(Aggregator::as_str).collect();
         assert_eq!(
             names,
-            [
-                "mean",
-                "median",
-                "trimmedMean",
-                "geometricMedian",
-                "krum",
-                "multiKrum",
-                "bulyan",
-                "centeredClipping"
-            ]
+            ["mean", "median", "trimmedMean", "geometricMedian", "krum", "multiKrum", "bulyan", "centeredClipping"]
         );
     }
 
@@ -782,22 +699,14 @@ mod tests {
 
     #[test]
     fn mean_hand_example() {
-        let outcome = run(
-            Aggregator::Mean,
-            &[vec![1.0, 2.0], vec![3.0, 4.0], vec![5.0, 9.0]],
-            0,
-        );
+        let outcome = run(Aggregator::Mean, &[vec![1.0, 2.0], vec![3.0, 4.0], vec![5.0, 9.0]], 0);
         assert_eq!(center_of(&outcome), [3.0, 5.0]);
         assert_eq!(outcome.workers, vec![WorkerVerdict::Honest; 3]);
     }
 
     #[test]
     fn median_hand_example_odd_and_even() {
-        let odd = run(
-            Aggregator::Median,
-            &[vec![1.0, 10.0], vec![2.0, 20.0], vec![100.0, -5.0]],
-            1,
-        );
+        let odd = run(Aggregator::Median, &[vec![1.0, 10.0], vec![2.0, 20.0], vec![100.0, -5.0]], 1);
         assert_eq!(center_of(&odd), [2.0, 10.0]);
         let even = run(Aggregator::Median, &scalars(&[10.0, 1.0, 3.0, 2.0]), 1);
         assert_eq!(center_of(&even), [2.5]);
@@ -813,13 +722,7 @@ mod tests {
     fn trimmed_mean_hand_example() {
         let outcome = run(
             Aggregator::TrimmedMean,
-            &[
-                vec![1.0, -100.0],
-                vec![100.0, 0.0],
-                vec![3.0, 1.0],
-                vec![2.0, 2.0],
-                vec![4.0, 3.0],
-            ],
+            &[vec![1.0, -100.0], vec![100.0, 0.0], vec![3.0, 1.0], vec![2.0, 2.0], vec![4.0, 3.0]],
             1,
         );
         assert_eq!(center_of(&outcome), [3.0, 1.0]);
@@ -828,35 +731,18 @@ mod tests {
 
     #[test]
     fn trimmed_mean_honours_an_explicit_trim() {
-        let params = AggregatorParams {
-            trim: Some(2),
-            ..AggregatorParams::default()
-        };
-        let outcome = run_with(
-            Aggregator::TrimmedMean,
-            &params,
-            &scalars(&[1.0, 2.0, 3.0, 4.0, 100.0]),
-            0,
-        );
+        let params = AggregatorParams { trim: Some(2), ..AggregatorParams::default() };
+        let outcome = run_with(Aggregator::TrimmedMean, &params, &scalars(&[1.0, 2.0, 3.0, 4.0, 100.0]), 0);
         assert_eq!(center_of(&outcome), [3.0]);
         // trim 2 needs 5 vectors even though f = 0.
-        let too_few = run_with(
-            Aggregator::TrimmedMean,
-            &params,
-            &scalars(&[1.0, 2.0, 3.0, 4.0]),
-            0,
-        );
+        let too_few = run_with(Aggregator::TrimmedMean, &params, &scalars(&[1.0, 2.0, 3.0, 4.0]), 0);
         assert!(too_few.aggregate.is_err());
     }
 
     #[test]
     fn geometric_median_of_equilateral_triangle_is_its_centroid() {
         let height = 3.0f32.sqrt();
-        let outcome = run(
-            Aggregator::GeometricMedian,
-            &[vec![0.0, 0.0], vec![2.0, 0.0], vec![1.0, height]],
-            1,
-        );
+        let outcome = run(Aggregator::GeometricMedian, &[vec![0.0, 0.0], vec![2.0, 0.0], vec![1.0, height]], 1);
         assert_close(center_of(&outcome), &[1.0, height / 3.0], 1e-4);
         assert_eq!(outcome.workers, vec![WorkerVerdict::Honest; 3]);
     }
@@ -865,11 +751,7 @@ mod tests {
     fn geometric_median_moves_off_a_non_optimal_start_point() {
         // The coordinate-wise median (0, 0) is an input point but not the Fermat point,
         // which lies on the diagonal at t = (10 - sqrt(100 / 3)) / 2 (120 degree angles).
-        let outcome = run(
-            Aggregator::GeometricMedian,
-            &[vec![0.0, 0.0], vec![0.0, 10.0], vec![10.0, 0.0]],
-            1,
-        );
+        let outcome = run(Aggregator::GeometricMedian, &[vec![0.0, 0.0], vec![0.0, 10.0], vec![10.0, 0.0]], 1);
         let t = (10.0 - (100.0f32 / 3.0).sqrt()) / 2.0;
         assert_close(center_of(&outcome), &[t, t], 1e-3);
     }
@@ -877,11 +759,7 @@ mod tests {
     #[test]
     fn geometric_median_stays_on_an_optimal_input_point() {
         // The angle at the origin exceeds 120 degrees, so the origin is the geometric median.
-        let outcome = run(
-            Aggregator::GeometricMedian,
-            &[vec![0.0, 0.0], vec![1.0, 0.0], vec![-1.0, 0.1]],
-            1,
-        );
+        let outcome = run(Aggregator::GeometricMedian, &[vec![0.0, 0.0], vec![1.0, 0.0], vec![-1.0, 0.1]], 1);
         assert_close(center_of(&outcome), &[0.0, 0.0], 1e-6);
     }
 
@@ -899,10 +777,7 @@ mod tests {
         assert_eq!(center_of(&outcome), [1.0]);
         assert_eq!(outcome.suspects(), vec![0, 2, 3, 4]);
         assert_eq!(outcome.workers[1], WorkerVerdict::Honest);
-        assert_eq!(
-            outcome.workers[0],
-            WorkerVerdict::Suspect(SuspectReason::RejectedOutlier)
-        );
+        assert_eq!(outcome.workers[0], WorkerVerdict::Suspect(SuspectReason::RejectedOutlier));
     }
 
     #[test]
@@ -912,10 +787,7 @@ mod tests {
         let outcome = run(Aggregator::MultiKrum, &points, 1);
         assert_eq!(center_of(&outcome), [3.25]);
         assert_eq!(outcome.suspects(), vec![4]);
-        let params = AggregatorParams {
-            multi_krum_m: Some(3),
-            ..AggregatorParams::default()
-        };
+        let params = AggregatorParams { multi_krum_m: Some(3), ..AggregatorParams::default() };
         let outcome = run_with(Aggregator::MultiKrum, &params, &points, 1);
         assert_eq!(center_of(&outcome), [1.0]);
         assert_eq!(outcome.suspects(), vec![3, 4]);
@@ -926,11 +798,7 @@ mod tests {
         // n = 7, f = 1: theta = 5 selected by iterated Krum, beta = 3 averaged per coordinate.
         // Selection order: 2, 1, 3, 0 (tie with 4, rank order), then 4 (tie with -50, rank
         // order). Sorted selection 0..=4, median 2, the 3 closest values 1, 2, 3 -> 2.
-        let outcome = run(
-            Aggregator::Bulyan,
-            &scalars(&[0.0, 1.0, 2.0, 3.0, 4.0, 100.0, -50.0]),
-            1,
-        );
+        let outcome = run(Aggregator::Bulyan, &scalars(&[0.0, 1.0, 2.0, 3.0, 4.0, 100.0, -50.0]), 1);
         assert_eq!(center_of(&outcome), [2.0]);
         assert_eq!(outcome.suspects(), vec![5, 6]);
     }
@@ -942,11 +810,7 @@ mod tests {
         let outcome = run(Aggregator::CenteredClipping, &points, 1);
         assert_close(center_of(&outcome), &[2.0], 1e-6);
         // tau = 1 clips the pull of 5 to 1: (-1 + 0 + 1) / 3 = 0, so it stays at 1.
-        let params = AggregatorParams {
-            clipping_tau: 1.0,
-            clipping_iterations: 1,
-            ..AggregatorParams::default()
-        };
+        let params = AggregatorParams { clipping_tau: 1.0, clipping_iterations: 1, ..AggregatorParams::default() };
         let outcome = run_with(Aggregator::CenteredClipping, &params, &points, 1);
         assert_close(center_of(&outcome), &[1.0], 1e-6);
         assert_eq!(outcome.workers, vec![WorkerVerdict::Honest; 3]);
@@ -968,18 +832,13 @@ mod tests {
         ] {
             let outcome = run(rule, &vectors, f);
             let center = center_of(&outcome);
-            assert!(
-                distance(center, &HONEST_CENTER) < 0.2,
-                "{rule:?} gave {center:?}"
-            );
+            assert!(distance(center, &HONEST_CENTER) < 0.2, "{rule:?} gave {center:?}");
             // Bulyan is left out: in its last selection rounds only 2f + 1 vectors remain,
             // Krum then counts f - 1 neighbours, and two identical Byzantine vectors (distance
             // 0) can win a round. Its coordinate-wise trimming is what removes them.
             let expected = match rule {
                 Aggregator::Bulyan => continue,
-                Aggregator::Krum | Aggregator::MultiKrum => {
-                    WorkerVerdict::Suspect(SuspectReason::RejectedOutlier)
-                }
+                Aggregator::Krum | Aggregator::MultiKrum => WorkerVerdict::Suspect(SuspectReason::RejectedOutlier),
                 _ => WorkerVerdict::Honest,
             };
             for &rank in &byzantine_ranks {
@@ -998,18 +857,11 @@ mod tests {
         let params = AggregatorParams::default();
         let outcome = run_with(Aggregator::CenteredClipping, &params, &vectors, f);
         let center = center_of(&outcome);
-        let drift_bound = params.clipping_iterations as f64 * params.clipping_tau * f as f64
-            / (honest + f) as f64;
+        let drift_bound = params.clipping_iterations as f64 * params.clipping_tau * f as f64 / (honest + f) as f64;
         // Honest spread is below 0.2 in norm.
-        assert!(
-            distance(center, &HONEST_CENTER) < drift_bound + 0.2,
-            "{center:?}"
-        );
+        assert!(distance(center, &HONEST_CENTER) < drift_bound + 0.2, "{center:?}");
         // A small tau keeps it close to the honest center.
-        let tight = AggregatorParams {
-            clipping_tau: 0.1,
-            ..AggregatorParams::default()
-        };
+        let tight = AggregatorParams { clipping_tau: 0.1, ..AggregatorParams::default() };
         let outcome = run_with(Aggregator::CenteredClipping, &tight, &vectors, f);
         assert!(distance(center_of(&outcome), &HONEST_CENTER) < 0.3);
     }
@@ -1036,11 +888,7 @@ mod tests {
             assert!(center.iter().all(|x| x.is_finite()), "{rule:?}: {center:?}");
             assert!(distance(center, &HONEST_CENTER) < 0.2, "{rule:?}");
             for rank in [3, 7, 9] {
-                assert_eq!(
-                    outcome.workers[rank],
-                    WorkerVerdict::Suspect(SuspectReason::RejectedOutlier),
-                    "{rule:?}"
-                );
+                assert_eq!(outcome.workers[rank], WorkerVerdict::Suspect(SuspectReason::RejectedOutlier), "{rule:?}");
             }
         }
     }
@@ -1051,12 +899,7 @@ mod tests {
         let b = [3.0f32, 4.0];
         let c = [5.0f32, 9.0];
         let messages = [Some(&a[..]), None, Some(&b[..]), None, Some(&c[..])];
-        let outcome = aggregate(
-            &Aggregator::Mean,
-            &AggregatorParams::default(),
-            &messages,
-            0,
-        );
+        let outcome = aggregate(&Aggregator::Mean, &AggregatorParams::default(), &messages, 0);
         assert_eq!(center_of(&outcome), [3.0, 5.0]);
         assert_eq!(outcome.missing(), vec![1, 3]);
         assert_eq!(outcome.workers.len(), 5);
@@ -1065,22 +908,12 @@ mod tests {
 
     #[test]
     fn wrong_length_vectors_are_malformed_and_excluded() {
-        let vectors = vec![
-            vec![1.0],
-            vec![1.0, 2.0],
-            vec![3.0, 4.0, 5.0],
-            vec![3.0, 4.0],
-            vec![5.0, 9.0],
-        ];
+        let vectors = vec![vec![1.0], vec![1.0, 2.0], vec![3.0, 4.0, 5.0], vec![3.0, 4.0], vec![5.0, 9.0]];
         for rule in Aggregator::ALL {
             let outcome = run(rule, &vectors, 0);
             assert_eq!(center_of(&outcome).len(), 2, "{rule:?}");
             for rank in [0, 2] {
-                assert_eq!(
-                    outcome.workers[rank],
-                    WorkerVerdict::Suspect(SuspectReason::MalformedMessage),
-                    "{rule:?}"
-                );
+                assert_eq!(outcome.workers[rank], WorkerVerdict::Suspect(SuspectReason::MalformedMessage), "{rule:?}");
             }
         }
         let outcome = run(Aggregator::Mean, &vectors, 0);
@@ -1113,12 +946,7 @@ mod tests {
         let a = [1.0f32];
         let nan = [f32::NAN];
         let messages = [Some(&a[..]), Some(&nan[..]), None];
-        let outcome = aggregate(
-            &Aggregator::Median,
-            &AggregatorParams::default(),
-            &messages,
-            1,
-        );
+        let outcome = aggregate(&Aggregator::Median, &AggregatorParams::default(), &messages, 1);
         assert_eq!(outcome.verdict(), crate::outcome::StepVerdict::Undecodable);
 
         // Nothing at all is undecodable even for the mean.
@@ -1150,10 +978,7 @@ mod tests {
             let outcome = run_with(rule, &params, &vectors, 2);
             assert!(outcome.aggregate.is_ok(), "{rule:?}");
         }
-        let huge_m = AggregatorParams {
-            multi_krum_m: Some(1000),
-            ..AggregatorParams::default()
-        };
+        let huge_m = AggregatorParams { multi_krum_m: Some(1000), ..AggregatorParams::default() };
         let outcome = run_with(Aggregator::MultiKrum, &huge_m, &vectors, 2);
         assert!(outcome.suspects().is_empty());
     }
@@ -1175,20 +1000,13 @@ mod tests {
         let tiles = 60_000; // 300,000 coordinates: several parallel chunks and distance tasks
         let large: Vec<Vec<f32>> = small.iter().map(|v| v.repeat(tiles)).collect();
         let small: Vec<Vec<f32>> = small.iter().map(|v| v.to_vec()).collect();
-        let params = AggregatorParams {
-            clipping_tau: f64::INFINITY,
-            ..AggregatorParams::default()
-        };
+        let params = AggregatorParams { clipping_tau: f64::INFINITY, ..AggregatorParams::default() };
         for rule in Aggregator::ALL {
             let expected = run_with(rule, &params, &small, 1);
             let actual = run_with(rule, &params, &large, 1);
             assert_eq!(actual.workers, expected.workers, "{rule:?}");
             let tiled = center_of(&expected).repeat(tiles);
-            let tolerance = if rule == Aggregator::GeometricMedian {
-                1e-3
-            } else {
-                1e-4
-            };
+            let tolerance = if rule == Aggregator::GeometricMedian { 1e-3 } else { 1e-4 };
             assert_close(center_of(&actual), &tiled, tolerance);
         }
     }
@@ -1216,8 +1034,7 @@ mod tests {
 
     fn finite_messages_strategy() -> impl Strategy<Value = (Vec<Vec<f32>>, Vec<usize>)> {
         (1usize..5, 1usize..10).prop_flat_map(|(dim, workers)| {
-            let vectors =
-                prop::collection::vec(prop::collection::vec(-1e6f32..1e6f32, dim), workers);
+            let vectors = prop::collection::vec(prop::collection::vec(-1e6f32..1e6f32, dim), workers);
             let order = Just((0..workers).collect::<Vec<usize>>()).prop_shuffle();
             (vectors, order)
         })

@@ -22,34 +22,22 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
     }
 }
 
 fn gradients(n: usize, d: usize, seed: u64) -> Vec<Vec<f32>> {
     let mut rng = Lcg(seed);
-    (0..n)
-        .map(|_| (0..d).map(|_| rng.next()).collect())
-        .collect()
+    (0..n).map(|_| (0..d).map(|_| rng.next()).collect()).collect()
 }
 
 fn true_sum(g: &[Vec<f32>]) -> Vec<f64> {
-    (0..g[0].len())
-        .map(|k| g.iter().map(|v| f64::from(v[k])).sum())
-        .collect()
+    (0..g[0].len()).map(|k| g.iter().map(|v| f64::from(v[k])).sum()).collect()
 }
 
 fn rel_err(got: &[f64], want: &[f64]) -> f64 {
-    let num = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).powi(2))
-        .sum::<f64>()
-        .sqrt();
+    let num = got.iter().zip(want).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt();
     num / want.iter().map(|b| b * b).sum::<f64>().sqrt()
 }
 
@@ -70,14 +58,7 @@ fn bits(v: &[f32]) -> Vec<u32> {
 }
 
 fn scheme(code: CodeKind, p: usize, r: usize, s: usize, e: usize) -> Scheme {
-    Scheme {
-        code,
-        workers: p,
-        redundancy: r,
-        byzantine_tolerance: s,
-        straggler_tolerance: e,
-        cyclic_block_size: None,
-    }
+    Scheme { code, workers: p, redundancy: r, byzantine_tolerance: s, straggler_tolerance: e, cyclic_block_size: None }
 }
 
 /// One cyclic block of n workers.
@@ -91,9 +72,7 @@ fn encode_all(dec: &CyclicDecoder, g: &[Vec<f32>], r: usize) -> Vec<Vec<f32>> {
         .map(|j| {
             let (code, local) = dec.code_of(j);
             let start = j - local;
-            let held: Vec<&[f32]> = (0..r)
-                .map(|k| g[start + (local + k) % code.workers()].as_slice())
-                .collect();
+            let held: Vec<&[f32]> = (0..r).map(|k| g[start + (local + k) % code.workers()].as_slice()).collect();
             code.encode::<f32>(local, &held)
         })
         .collect()
@@ -110,9 +89,7 @@ fn rep_messages(g: &[Vec<f32>], r: usize) -> Vec<Vec<f32>> {
     (0..g.len())
         .map(|j| {
             let first = j / r * r;
-            (0..g[0].len())
-                .map(|k| (first..first + r).map(|i| g[i][k]).sum())
-                .collect()
+            (0..g[0].len()).map(|k| (first..first + r).map(|i| g[i][k]).sum()).collect()
         })
         .collect()
 }
@@ -179,18 +156,14 @@ fn cyclic_malformed_or_nan_rows_beyond_q_panic() {
     let a = no_panic(|| dec.decode(&slots(&msgs)));
     // (b) validated scheme cyclic P=4, r=1, s=0 via the PS entry point: one NaN message.
     let step = StepDecoder::new(&scheme(CodeKind::Cyclic, 4, 1, 0, 0), None, d).unwrap();
-    let StepDecoder::Cyclic(inner) = &step else {
-        unreachable!()
-    };
+    let StepDecoder::Cyclic(inner) = &step else { unreachable!() };
     let g = gradients(4, d, 2);
     let mut msgs = encode_all(inner, &g, 1);
     msgs[1][0] = f32::NAN;
     let b = no_panic(|| step.decode(&slots(&msgs)));
     // (c) validated scheme cyclic P=5, r=2, s=0, e=1: one straggler plus one NaN message.
     let step = StepDecoder::new(&scheme(CodeKind::Cyclic, 5, 2, 0, 1), None, d).unwrap();
-    let StepDecoder::Cyclic(inner) = &step else {
-        unreachable!()
-    };
+    let StepDecoder::Cyclic(inner) = &step else { unreachable!() };
     let g = gradients(5, d, 3);
     let mut msgs = encode_all(inner, &g, 2);
     msgs[3][1] = f32::INFINITY;
@@ -264,8 +237,7 @@ fn cyclic_sub_tolerance_error_is_accepted_and_liar_named_honest() {
             // Partition gradients that nearly cancel: true sum ~1% of a partition gradient.
             for k in 0..d {
                 let mean = g.iter().map(|v| v[k]).sum::<f32>() / n as f32;
-                g.iter_mut()
-                    .for_each(|v| v[k] = v[k] - mean + 0.002 * (k % 7) as f32);
+                g.iter_mut().for_each(|v| v[k] = v[k] - mean + 0.002 * (k % 7) as f32);
             }
         }
         let want = true_sum(&g);
@@ -276,10 +248,7 @@ fn cyclic_sub_tolerance_error_is_accepted_and_liar_named_honest() {
         let k = 2e-4 * norm(&honest[liar]) / norm(&delta);
         for _ in 0..20 {
             let mut msgs = honest.clone();
-            msgs[liar]
-                .iter_mut()
-                .zip(&delta)
-                .for_each(|(x, e)| *x += (f64::from(*e) * k) as f32);
+            msgs[liar].iter_mut().zip(&delta).for_each(|(x, e)| *x += (f64::from(*e) * k) as f32);
             let out = dec.decode(&slots(&msgs));
             if let Ok(v) = &out.aggregate {
                 let err = rel_err(v, &want);
@@ -317,15 +286,9 @@ fn cyclic_single_liar_near_tolerance_error_breaks_decoding() {
         let delta: Vec<f32> = (0..2 * d).map(|_| dir.next()).collect();
         let k = 2e-3 * norm(&honest[liar]) / norm(&delta);
         let mut msgs = honest.clone();
-        msgs[liar]
-            .iter_mut()
-            .zip(&delta)
-            .for_each(|(x, e)| *x += (f64::from(*e) * k) as f32);
+        msgs[liar].iter_mut().zip(&delta).for_each(|(x, e)| *x += (f64::from(*e) * k) as f32);
         let out = dec.decode(&slots(&msgs));
-        let exact = out
-            .aggregate
-            .as_ref()
-            .is_ok_and(|v| rel_err(v, &want) < 1e-5);
+        let exact = out.aggregate.as_ref().is_ok_and(|v| rel_err(v, &want) < 1e-5);
         if !exact || out.suspects() != [liar] {
             bad.push((out.verdict(), out.workers[liar]));
         }
@@ -358,19 +321,13 @@ fn cyclic_two_liars_within_bound_cause_undecodable() {
             msgs[b].iter_mut().step_by(2).for_each(|x| *x += 1.0);
             let out = dec.decode(&slots(&msgs));
             total += 1;
-            let exact = out
-                .aggregate
-                .as_ref()
-                .is_ok_and(|v| rel_err(v, &want) < 1e-5);
+            let exact = out.aggregate.as_ref().is_ok_and(|v| rel_err(v, &want) < 1e-5);
             if !exact || out.suspects() != [a.min(b), a.max(b)] {
                 failed += 1;
             }
         }
     }
-    assert_eq!(
-        failed, 0,
-        "{failed}/{total} in-bound placements not decoded"
-    );
+    assert_eq!(failed, 0, "{failed}/{total} in-bound placements not decoded");
 }
 
 /// P3. f64 wire (accepted by the public `CyclicDecoder::decode::<f64>`): a liar adds 1e200 to
@@ -394,16 +351,9 @@ fn cyclic_f64_wire_overflowing_scale_accepts_garbage() {
     msgs[1][0] += 1e200;
     let out = dec.decode(&slots(&msgs));
     if let Ok(v) = &out.aggregate {
-        assert!(
-            rel_err(v, &want) < 1e-9,
-            "Ok with wrong sum, verdicts {:?}",
-            out.workers
-        );
+        assert!(rel_err(v, &want) < 1e-9, "Ok with wrong sum, verdicts {:?}", out.workers);
     }
-    assert_eq!(
-        out.workers[1],
-        WorkerVerdict::Suspect(SuspectReason::InconsistentCodeword)
-    );
+    assert_eq!(out.workers[1], WorkerVerdict::Suspect(SuspectReason::InconsistentCodeword));
 }
 
 /// Was P2: `code: none` pinned byzantineTolerance to 0 (2s + e <= r - 1 = 0), so trimmed mean,
@@ -443,13 +393,7 @@ fn code_none_ignores_configured_dimension() {
     let dec = StepDecoder::new(&scheme(CodeKind::None, 5, 1, 0, 0), None, d).unwrap();
     let liar = vec![7.0f32; d + 3];
     let honest = vec![1.0f32; d];
-    let msgs = [
-        Some(liar.as_slice()),
-        Some(honest.as_slice()),
-        None,
-        None,
-        None,
-    ];
+    let msgs = [Some(liar.as_slice()), Some(honest.as_slice()), None, None, None];
     let out = dec.decode(&msgs);
     assert_ne!(
         out.workers[1],
@@ -466,17 +410,10 @@ fn code_none_ignores_configured_dimension() {
 /// e.g. s = 2^63 gives 2s = 0). JobConfig::validate calls this on user input.
 #[test]
 fn scheme_validate_overflows_on_huge_tolerances() {
-    for (s, e) in [
-        (usize::MAX / 2 + 1, 0),
-        (1, usize::MAX),
-        (usize::MAX, usize::MAX),
-    ] {
+    for (s, e) in [(usize::MAX / 2 + 1, 0), (1, usize::MAX), (usize::MAX, usize::MAX)] {
         let sc = scheme(CodeKind::Repetition, 3, 3, s, e);
         let got = no_panic(|| sc.validate());
-        assert!(
-            matches!(got, Some(Err(_))),
-            "s={s} e={e}: {got:?} (None = panicked)"
-        );
+        assert!(matches!(got, Some(Err(_))), "s={s} e={e}: {got:?} (None = panicked)");
     }
 }
 
@@ -493,10 +430,7 @@ fn explicit_cyclic_block_size_is_not_honoured() {
     sc.cyclic_block_size = Some(4);
     sc.workers = 10;
     let blocks = sc.cyclic_blocks().unwrap();
-    assert!(
-        blocks.iter().all(|b| b.len() <= 4),
-        "asked for blocks of 4, got {blocks:?}"
-    );
+    assert!(blocks.iter().all(|b| b.len() <= 4), "asked for blocks of 4, got {blocks:?}");
 }
 
 /// P4. Public constructors do not validate, and the failure surfaces later as a panic driven by
@@ -597,10 +531,7 @@ fn repetition_every_placement_every_payload_is_bit_exact_with_exact_suspects() {
                     }
                     let streamed = tally.finish(&slots(&msgs));
                     assert_eq!(streamed.workers, out.workers);
-                    assert_eq!(
-                        streamed.aggregate.as_ref().map(|v| bits(v)).ok(),
-                        Some(want.clone())
-                    );
+                    assert_eq!(streamed.aggregate.as_ref().map(|v| bits(v)).ok(), Some(want.clone()));
                 }
             }
         }
@@ -669,10 +600,7 @@ fn repetition_degenerate_dimensions_and_sizes() {
     let one = vec![1.0f32];
     let out = dec.decode(&[Some(&e), Some(&one), Some(&e)]);
     assert_eq!(out.aggregate.unwrap(), Vec::<f32>::new());
-    assert_eq!(
-        out.workers[1],
-        WorkerVerdict::Suspect(SuspectReason::MalformedMessage)
-    );
+    assert_eq!(out.workers[1], WorkerVerdict::Suspect(SuspectReason::MalformedMessage));
     // P = 1, r = 1, s = 0: the single vector is the answer, NaN payload bits preserved.
     let dec = rep_decoder(1, 1, 0, 2);
     let nan = vec![f32::from_bits(0x7FC0_1234), -0.0];
@@ -725,14 +653,7 @@ fn cyclic_gross_liars_every_placement_with_stragglers_at_the_envelope() {
     // Block size at the envelope edge (n - (r - 1) = 16 data rows), every 2a + e = r - 1 budget,
     // contiguous stragglers (worst conditioning) followed by clustered or spread liars.
     let d = 64;
-    for (r, s, e) in [
-        (3, 1, 0),
-        (5, 1, 2),
-        (5, 2, 0),
-        (7, 3, 0),
-        (7, 1, 4),
-        (9, 2, 4),
-    ] {
+    for (r, s, e) in [(3, 1, 0), (5, 1, 2), (5, 2, 0), (7, 3, 0), (7, 1, 4), (9, 2, 4)] {
         let n = 16 + r - 1;
         let dec = cyclic(n, r, s, d);
         let g = gradients(n, d, 11);
@@ -742,32 +663,21 @@ fn cyclic_gross_liars_every_placement_with_stragglers_at_the_envelope() {
             for spread in [false, true] {
                 let missing: Vec<usize> = (0..e).map(|k| (start + k) % n).collect();
                 let liars: BTreeSet<usize> = (0..s)
-                    .map(|k| {
-                        if spread {
-                            (start + e + 1 + k * (n / (s + 1))) % n
-                        } else {
-                            (start + e + k) % n
-                        }
-                    })
+                    .map(|k| if spread { (start + e + 1 + k * (n / (s + 1))) % n } else { (start + e + k) % n })
                     .collect();
                 let mut msgs = honest.clone();
                 for &l in &liars {
                     msgs[l].iter_mut().for_each(|x| *x *= -100.0);
                 }
-                let sl: Vec<Option<&[f32]>> = (0..n)
-                    .map(|j| (!missing.contains(&j)).then(|| msgs[j].as_slice()))
-                    .collect();
+                let sl: Vec<Option<&[f32]>> =
+                    (0..n).map(|j| (!missing.contains(&j)).then(|| msgs[j].as_slice())).collect();
                 let out = dec.decode(&sl);
                 let ctx = format!("n={n} r={r} s={s} e={e} start={start} spread={spread}");
                 let v = out.aggregate.as_ref().expect(&ctx);
                 // Measured worst 2.5e-5 (r=9, e=4): slightly above the 1e-5 the scheme docs
                 // quote for 16 data rows, which were measured without stragglers.
                 assert!(rel_err(v, &want) < 1e-4, "{ctx}: {}", rel_err(v, &want));
-                assert_eq!(
-                    out.suspects(),
-                    liars.iter().copied().collect::<Vec<_>>(),
-                    "{ctx}"
-                );
+                assert_eq!(out.suspects(), liars.iter().copied().collect::<Vec<_>>(), "{ctx}");
                 assert_eq!(out.missing(), {
                     let mut m = missing.clone();
                     m.sort_unstable();
@@ -823,10 +733,7 @@ fn cyclic_payload_families_from_up_to_s_liars_are_caught() {
             }
         }
     }
-    assert!(
-        undecodable <= 3,
-        "{undecodable} of 288 in-bound steps undecodable"
-    );
+    assert!(undecodable <= 3, "{undecodable} of 288 in-bound steps undecodable");
 }
 
 #[test]
@@ -846,10 +753,7 @@ fn cyclic_gross_single_liar_errors_are_rejected() {
         let k = 10.0 * norm(&honest[liar]) / norm(&delta);
         for _ in 0..4 {
             let mut msgs = honest.clone();
-            msgs[liar]
-                .iter_mut()
-                .zip(&delta)
-                .for_each(|(x, e)| *x += (f64::from(*e) * k) as f32);
+            msgs[liar].iter_mut().zip(&delta).for_each(|(x, e)| *x += (f64::from(*e) * k) as f32);
             let out = dec.decode(&slots(&msgs));
             assert_eq!(out.suspects(), vec![liar]);
             let v = out.aggregate.as_ref().unwrap();
@@ -899,10 +803,7 @@ fn cyclic_degenerate_inputs_do_not_panic() {
     // d = 0 and d = 1.
     for d in [0, 1] {
         let dec = cyclic(5, 3, 1, d);
-        let g = gradients(5, d.max(1), 2)
-            .into_iter()
-            .map(|v| v[..d].to_vec())
-            .collect::<Vec<_>>();
+        let g = gradients(5, d.max(1), 2).into_iter().map(|v| v[..d].to_vec()).collect::<Vec<_>>();
         let msgs = encode_all(&dec, &g, 3);
         let out = dec.decode(&slots(&msgs));
         assert_eq!(out.aggregate.unwrap().len(), d);
@@ -929,9 +830,7 @@ fn cyclic_degenerate_inputs_do_not_panic() {
     // Cyclic with P = r (one block, k = 1) and P = 1.
     for (p, r, s) in [(3, 3, 1), (1, 1, 0)] {
         let step = StepDecoder::new(&scheme(CodeKind::Cyclic, p, r, s, 0), None, 3).unwrap();
-        let StepDecoder::Cyclic(inner) = &step else {
-            unreachable!()
-        };
+        let StepDecoder::Cyclic(inner) = &step else { unreachable!() };
         let g = gradients(p, 3, 1);
         let mut msgs = encode_all(inner, &g, r);
         if s > 0 {
@@ -947,9 +846,7 @@ fn cyclic_blocks_tolerate_s_per_block() {
     let (p, r, s, d) = (40, 5, 2, 12);
     let sc = scheme(CodeKind::Cyclic, p, r, s, 0);
     let step = StepDecoder::new(&sc, None, d).unwrap();
-    let StepDecoder::Cyclic(inner) = &step else {
-        unreachable!()
-    };
+    let StepDecoder::Cyclic(inner) = &step else { unreachable!() };
     let g = gradients(p, d, 13);
     let want = true_sum(&g);
     let mut msgs = encode_all(inner, &g, r);
@@ -974,20 +871,11 @@ fn scheme_edge_cases_are_refused_with_a_field() {
         (scheme(CodeKind::Repetition, 0, 1, 0, 0), "workers"),
         (scheme(CodeKind::Repetition, 3, 0, 0, 0), "redundancy"),
         (scheme(CodeKind::Repetition, 3, 4, 0, 0), "redundancy"),
-        (
-            scheme(CodeKind::Repetition, 3, 3, 1, 1),
-            "byzantineTolerance",
-        ),
-        (
-            scheme(CodeKind::Cyclic, 3, 3, 0, usize::MAX),
-            "byzantineTolerance",
-        ),
+        (scheme(CodeKind::Repetition, 3, 3, 1, 1), "byzantineTolerance"),
+        (scheme(CodeKind::Cyclic, 3, 3, 0, usize::MAX), "byzantineTolerance"),
         (scheme(CodeKind::None, 3, 2, 0, 0), "redundancy"),
         (scheme(CodeKind::Cyclic, usize::MAX, 3, 1, 0), "workers"),
-        (
-            scheme(CodeKind::Repetition, usize::MAX, usize::MAX, 0, 0),
-            "workers",
-        ),
+        (scheme(CodeKind::Repetition, usize::MAX, usize::MAX, 0, 0), "workers"),
     ];
     for (sc, field) in cases {
         assert_eq!(sc.validate().unwrap_err().field, field, "{sc:?}");
@@ -1041,14 +929,9 @@ fn statistical_rules_with_f_above_n_or_hostile_params_refuse_without_panicking()
     let sl = slots(&msgs);
     for rule in Aggregator::ALL {
         for f in [5, 6, 100, usize::MAX] {
-            let out: Outcome<f32> =
-                statistical::aggregate(&rule, &AggregatorParams::default(), &sl, f);
+            let out: Outcome<f32> = statistical::aggregate(&rule, &AggregatorParams::default(), &sl, f);
             if rule != Aggregator::Mean {
-                assert!(
-                    matches!(out.aggregate, Err(DecodeFailure::Undecodable { .. })),
-                    "{} f={f}",
-                    rule.as_str()
-                );
+                assert!(matches!(out.aggregate, Err(DecodeFailure::Undecodable { .. })), "{} f={f}", rule.as_str());
             }
         }
         let hostile = AggregatorParams {
@@ -1069,20 +952,13 @@ fn statistical_rules_with_f_above_n_or_hostile_params_refuse_without_panicking()
         if let Ok(v) = &out.aggregate {
             assert_eq!(v.len(), 3);
         }
-        assert_eq!(
-            out.workers[1],
-            WorkerVerdict::Suspect(SuspectReason::MalformedMessage)
-        );
+        assert_eq!(out.workers[1], WorkerVerdict::Suspect(SuspectReason::MalformedMessage));
     }
 }
 
 #[test]
 fn step_decoder_with_zero_dimension_and_all_missing() {
-    for (code, p, r, s) in [
-        (CodeKind::Repetition, 6, 3, 1),
-        (CodeKind::Cyclic, 5, 3, 1),
-        (CodeKind::None, 4, 1, 0),
-    ] {
+    for (code, p, r, s) in [(CodeKind::Repetition, 6, 3, 1), (CodeKind::Cyclic, 5, 3, 1), (CodeKind::None, 4, 1, 0)] {
         let dec = StepDecoder::new(&scheme(code, p, r, s, 0), None, 0).unwrap();
         let empty: Vec<Vec<f32>> = vec![Vec::new(); p];
         let out = dec.decode(&slots(&empty));

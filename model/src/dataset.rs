@@ -19,10 +19,7 @@ pub struct Dataset {
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },
     #[error("{0}")]
@@ -70,19 +67,11 @@ impl Dataset {
         if image_dims[0] != label_dims[0] {
             return Err(DatasetError::Format {
                 path: labels_path,
-                message: format!(
-                    "{} labels for {} images in {}",
-                    label_dims[0],
-                    image_dims[0],
-                    images_path.display()
-                ),
+                message: format!("{} labels for {} images in {}", label_dims[0], image_dims[0], images_path.display()),
             });
         }
         if let Some(bad) = labels.iter().find(|&&l| l > 9) {
-            return Err(DatasetError::Format {
-                path: labels_path,
-                message: format!("label {bad} is outside 0..=9"),
-            });
+            return Err(DatasetError::Format { path: labels_path, message: format!("label {bad} is outside 0..=9") });
         }
         Ok(Dataset {
             images: pixels.iter().map(|&p| f32::from(p) / 255.0).collect(),
@@ -108,10 +97,7 @@ impl Dataset {
             if bytes.is_empty() || bytes.len() % RECORD != 0 {
                 return Err(DatasetError::Format {
                     path,
-                    message: format!(
-                        "{} bytes is not a whole number of {RECORD}-byte CIFAR-10 records",
-                        bytes.len()
-                    ),
+                    message: format!("{} bytes is not a whole number of {RECORD}-byte CIFAR-10 records", bytes.len()),
                 });
             }
             for record in bytes.chunks_exact(RECORD) {
@@ -125,12 +111,7 @@ impl Dataset {
                 images.extend(record[1..].iter().map(|&p| f32::from(p) / 255.0));
             }
         }
-        Ok(Dataset {
-            images,
-            labels,
-            shape: [3, 32, 32],
-            classes: 10,
-        })
+        Ok(Dataset { images, labels, shape: [3, 32, 32], classes: 10 })
     }
 
     /// A small learnable dataset generated from a seed: each class is a fixed random prototype
@@ -139,9 +120,7 @@ impl Dataset {
         let dim: usize = shape.iter().product();
         let mut state = seed ^ 0x5DEE_CE66_D1CE_4E5B;
         let mut uniform = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((state >> 40) as f32) / (1u64 << 24) as f32
         };
         let prototypes: Vec<f32> = (0..classes * dim).map(|_| uniform()).collect();
@@ -151,17 +130,10 @@ impl Dataset {
             let class = i % classes.max(1);
             labels.push(class as u8);
             images.extend(
-                prototypes[class * dim..(class + 1) * dim]
-                    .iter()
-                    .map(|p| (p * 0.7 + uniform() * 0.3).clamp(0.0, 1.0)),
+                prototypes[class * dim..(class + 1) * dim].iter().map(|p| (p * 0.7 + uniform() * 0.3).clamp(0.0, 1.0)),
             );
         }
-        Dataset {
-            images,
-            labels,
-            shape,
-            classes,
-        }
+        Dataset { images, labels, shape, classes }
     }
 }
 
@@ -182,23 +154,12 @@ fn find_file(dir: &Path, name: &str) -> Result<PathBuf, DatasetError> {
 
 /// Reads a file, transparently gunzipping `.gz`, refusing anything over `MAX_FILE_BYTES`.
 fn read_file(path: &Path) -> Result<Vec<u8>, DatasetError> {
-    let io = |source| DatasetError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| DatasetError::Io { path: path.to_path_buf(), source };
     let file = File::open(path).map_err(io)?;
     let mut bytes = Vec::new();
     let gz = path.extension().is_some_and(|e| e == "gz");
-    let mut reader: Box<dyn Read> = if gz {
-        Box::new(flate2::read::GzDecoder::new(file))
-    } else {
-        Box::new(file)
-    };
-    reader
-        .by_ref()
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io)?;
+    let mut reader: Box<dyn Read> = if gz { Box::new(flate2::read::GzDecoder::new(file)) } else { Box::new(file) };
+    reader.by_ref().take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(io)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(DatasetError::Format {
             path: path.to_path_buf(),
@@ -211,38 +172,20 @@ fn read_file(path: &Path) -> Result<Vec<u8>, DatasetError> {
 /// An IDX file of unsigned bytes: magic, big-endian dimensions, then the data.
 fn read_idx(path: &Path, magic: u32, rank: usize) -> Result<(Vec<usize>, Vec<u8>), DatasetError> {
     let bytes = read_file(path)?;
-    let format = |message: String| DatasetError::Format {
-        path: path.to_path_buf(),
-        message,
-    };
+    let format = |message: String| DatasetError::Format { path: path.to_path_buf(), message };
     let header_len = 4 + 4 * rank;
     if bytes.len() < header_len {
-        return Err(format(format!(
-            "{} bytes is shorter than the {header_len}-byte IDX header",
-            bytes.len()
-        )));
+        return Err(format(format!("{} bytes is shorter than the {header_len}-byte IDX header", bytes.len())));
     }
-    let word = |i: usize| {
-        u32::from_be_bytes([
-            bytes[4 * i],
-            bytes[4 * i + 1],
-            bytes[4 * i + 2],
-            bytes[4 * i + 3],
-        ])
-    };
+    let word = |i: usize| u32::from_be_bytes([bytes[4 * i], bytes[4 * i + 1], bytes[4 * i + 2], bytes[4 * i + 3]]);
     if word(0) != magic {
-        return Err(format(format!(
-            "IDX magic {:#010x}, expected {magic:#010x}",
-            word(0)
-        )));
+        return Err(format(format!("IDX magic {:#010x}, expected {magic:#010x}", word(0))));
     }
     let dims: Vec<usize> = (1..=rank).map(|i| word(i) as usize).collect();
     let expected = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
     let body = bytes.len() - header_len;
     if expected != Some(body) {
-        return Err(format(format!(
-            "header dimensions {dims:?} need {expected:?} data bytes, file has {body}"
-        )));
+        return Err(format(format!("header dimensions {dims:?} need {expected:?} data bytes, file has {body}")));
     }
     Ok((dims, bytes[header_len..].to_vec()))
 }
@@ -297,41 +240,14 @@ mod tests {
     #[test]
     fn rejects_bad_files_with_the_path_and_reason() {
         let dir = temp_dir("bad");
-        write_idx(
-            &dir,
-            "train-images-idx3-ubyte",
-            0x0803,
-            &[1000, 28, 28],
-            &[0; 10],
-            false,
-        );
+        write_idx(&dir, "train-images-idx3-ubyte", 0x0803, &[1000, 28, 28], &[0; 10], false);
         write_idx(&dir, "train-labels-idx1-ubyte", 0x0801, &[1], &[1], false);
         let err = Dataset::idx(&dir, Split::Train).unwrap_err().to_string();
-        assert!(
-            err.contains("train-images-idx3-ubyte") && err.contains("[1000, 28, 28]"),
-            "{err}"
-        );
-        write_idx(
-            &dir,
-            "train-images-idx3-ubyte",
-            0x0801,
-            &[1, 1, 1],
-            &[0],
-            false,
-        );
-        assert!(
-            Dataset::idx(&dir, Split::Train)
-                .unwrap_err()
-                .to_string()
-                .contains("magic")
-        );
-        let err = Dataset::idx(&temp_dir("empty"), Split::Train)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("spec.dataset.path") && err.contains("dataset-fashion-mnist"),
-            "{err}"
-        );
+        assert!(err.contains("train-images-idx3-ubyte") && err.contains("[1000, 28, 28]"), "{err}");
+        write_idx(&dir, "train-images-idx3-ubyte", 0x0801, &[1, 1, 1], &[0], false);
+        assert!(Dataset::idx(&dir, Split::Train).unwrap_err().to_string().contains("magic"));
+        let err = Dataset::idx(&temp_dir("empty"), Split::Train).unwrap_err().to_string();
+        assert!(err.contains("spec.dataset.path") && err.contains("dataset-fashion-mnist"), "{err}");
     }
 
     #[test]
@@ -339,19 +255,10 @@ mod tests {
         let dir = temp_dir("cifar");
         let mut record = vec![4u8];
         record.extend((0..3072).map(|i| (i % 256) as u8));
-        std::fs::write(
-            dir.join("test_batch.bin"),
-            [record.clone(), record].concat(),
-        )
-        .unwrap();
+        std::fs::write(dir.join("test_batch.bin"), [record.clone(), record].concat()).unwrap();
         let ds = Dataset::cifar10(&dir, Split::Test).unwrap();
         assert_eq!((ds.len(), ds.shape, ds.labels[1]), (2, [3, 32, 32], 4));
         std::fs::write(dir.join("test_batch.bin"), [1u8; 100]).unwrap();
-        assert!(
-            Dataset::cifar10(&dir, Split::Test)
-                .unwrap_err()
-                .to_string()
-                .contains("CIFAR-10 records")
-        );
+        assert!(Dataset::cifar10(&dir, Split::Test).unwrap_err().to_string().contains("CIFAR-10 records"));
     }
 }

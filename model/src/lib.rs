@@ -5,18 +5,14 @@ pub mod dataset;
 pub mod network;
 
 pub use dataset::{Dataset, DatasetError, Split};
-pub use network::{
-    Architecture, Evaluation, Evaluator, GradientComputer, Layout, Network, initial_parameters,
-};
+pub use network::{Architecture, Evaluation, Evaluator, GradientComputer, Layout, Network, initial_parameters};
 
 use draco_core::job::{ArchitectureKind, DatasetFormat, DatasetSpec, ModelSpec};
 
 /// The burn architecture a job's `spec.model` names.
 pub fn architecture(spec: &ModelSpec) -> Architecture {
     match spec.architecture {
-        ArchitectureKind::Mlp => Architecture::Mlp {
-            hidden: spec.hidden.clone(),
-        },
+        ArchitectureKind::Mlp => Architecture::Mlp { hidden: spec.hidden.clone() },
         ArchitectureKind::Lenet => Architecture::Lenet,
     }
 }
@@ -35,12 +31,7 @@ pub fn load_dataset(spec: &DatasetSpec, split: Split, seed: u64) -> Result<Datas
             // drawing a different number of samples' worth from the stream.
             Split::Train => Dataset::synthetic(SYNTHETIC_TRAIN, [1, 28, 28], 10, seed),
             Split::Test => {
-                let all = Dataset::synthetic(
-                    SYNTHETIC_TRAIN + SYNTHETIC_TRAIN / 6,
-                    [1, 28, 28],
-                    10,
-                    seed,
-                );
+                let all = Dataset::synthetic(SYNTHETIC_TRAIN + SYNTHETIC_TRAIN / 6, [1, 28, 28], 10, seed);
                 let dim = all.sample_len();
                 Dataset {
                     images: all.images[SYNTHETIC_TRAIN * dim..].to_vec(),

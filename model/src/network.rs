@@ -49,21 +49,13 @@ pub enum Network {
 impl Network {
     /// Builds the network for inputs of `shape` ([c, h, w]) and `classes` outputs, with
     /// parameters drawn from `device`'s RNG (seed it for reproducible initial parameters).
-    pub fn new(
-        architecture: &Architecture,
-        shape: [usize; 3],
-        classes: usize,
-        device: &Device,
-    ) -> Network {
+    pub fn new(architecture: &Architecture, shape: [usize; 3], classes: usize, device: &Device) -> Network {
         match architecture {
             Architecture::Mlp { hidden } => {
                 let mut widths = vec![shape.iter().product()];
                 widths.extend(hidden);
                 widths.push(classes);
-                let layers = widths
-                    .windows(2)
-                    .map(|w| LinearConfig::new(w[0], w[1]).init(device))
-                    .collect();
+                let layers = widths.windows(2).map(|w| LinearConfig::new(w[0], w[1]).init(device)).collect();
                 Network::Mlp(Mlp { layers })
             }
             Architecture::Lenet => {
@@ -100,39 +92,28 @@ impl Network {
                 let x = net.pool.forward(relu(net.conv1.forward(images)));
                 let x = net.pool.forward(relu(net.conv2.forward(x)));
                 let x: Tensor<2> = x.flatten(1, 3);
-                net.fc3
-                    .forward(relu(net.fc2.forward(relu(net.fc1.forward(x)))))
+                net.fc3.forward(relu(net.fc2.forward(relu(net.fc1.forward(x)))))
             }
         }
     }
 
     /// The flat parameter vector.
     pub fn parameters(&self) -> Vec<f32> {
-        let mut flat = Flatten {
-            grads: None,
-            out: Vec::new(),
-        };
+        let mut flat = Flatten { grads: None, out: Vec::new() };
         self.visit(&mut flat);
         flat.out
     }
 
     /// Replaces every parameter with the next slice of `flat` (same order as `parameters`).
     pub fn load(self, flat: &[f32]) -> Network {
-        assert_eq!(
-            flat.len(),
-            self.num_params(),
-            "flat parameter vector of the model's size"
-        );
+        assert_eq!(flat.len(), self.num_params(), "flat parameter vector of the model's size");
         self.map(&mut Load { flat, pos: 0 })
     }
 
     /// Names, shapes and offsets of the parameters, in wire order.
     pub fn layout(&self) -> Layout {
         let mut layout = Layout::default();
-        self.visit(&mut LayoutVisitor {
-            path: Vec::new(),
-            layout: &mut layout,
-        });
+        self.visit(&mut LayoutVisitor { path: Vec::new(), layout: &mut layout });
         layout
     }
 }
@@ -145,23 +126,15 @@ pub struct Layout {
 
 impl Layout {
     pub fn len(&self) -> usize {
-        self.entries
-            .last()
-            .map_or(0, |(_, shape, off)| off + shape.iter().product::<usize>())
+        self.entries.last().map_or(0, |(_, shape, off)| off + shape.iter().product::<usize>())
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
     /// FNV-1a over "path:shape@offset" lines: PS and workers refuse to pair different models.
     pub fn digest(&self) -> u64 {
-        let text: String = self
-            .entries
-            .iter()
-            .map(|(p, s, o)| format!("{p}:{s:?}@{o}\n"))
-            .collect();
-        text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        })
+        let text: String = self.entries.iter().map(|(p, s, o)| format!("{p}:{s:?}@{o}\n")).collect();
+        text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
     }
 }
 
@@ -179,8 +152,7 @@ impl ModuleVisitor for Flatten<'_> {
             None => value,
         };
         let data = tensor.into_data();
-        self.out
-            .extend_from_slice(data.as_slice::<f32>().expect("float parameters are f32"));
+        self.out.extend_from_slice(data.as_slice::<f32>().expect("float parameters are f32"));
     }
 }
 
@@ -199,8 +171,7 @@ impl ModuleMapper for Load<'_> {
         param.map(|tensor| {
             let device = tensor.device();
             let keep_grad = tensor.is_require_grad();
-            Tensor::from_data(TensorData::new(slice.to_vec(), shape), &device)
-                .set_require_grad(keep_grad)
+            Tensor::from_data(TensorData::new(slice.to_vec(), shape), &device).set_require_grad(keep_grad)
         })
     }
 }
@@ -220,9 +191,7 @@ impl ModuleVisitor for LayoutVisitor<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let shape = param.lazy_shape().dims::<D>().to_vec();
         let offset = self.layout.len();
-        self.layout
-            .entries
-            .push((self.path.join("."), shape, offset));
+        self.layout.entries.push((self.path.join("."), shape, offset));
     }
 }
 
@@ -239,23 +208,13 @@ pub struct Evaluation {
     pub accuracy: f32,
 }
 
-fn batch_tensors(
-    data: &Dataset,
-    samples: &[usize],
-    flip_labels: bool,
-    device: &Device,
-) -> (Tensor<4>, Tensor<1, Int>) {
+fn batch_tensors(data: &Dataset, samples: &[usize], flip_labels: bool, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
     let [c, h, w] = data.shape;
     let mut pixels = Vec::with_capacity(samples.len() * c * h * w);
-    samples
-        .iter()
-        .for_each(|&i| pixels.extend_from_slice(data.image(i)));
+    samples.iter().for_each(|&i| pixels.extend_from_slice(data.image(i)));
     let top = data.classes.saturating_sub(1) as i64;
-    let labels: Vec<i64> = samples
-        .iter()
-        .map(|&i| i64::from(data.labels[i]))
-        .map(|y| if flip_labels { top - y } else { y })
-        .collect();
+    let labels: Vec<i64> =
+        samples.iter().map(|&i| i64::from(data.labels[i])).map(|y| if flip_labels { top - y } else { y }).collect();
     (
         Tensor::from_data(TensorData::new(pixels, [samples.len(), c, h, w]), device),
         Tensor::from_data(TensorData::new(labels, [samples.len()]), device),
@@ -267,10 +226,7 @@ impl GradientComputer {
         #[allow(deprecated)] // ndarray is the CPU backend verified deterministic here (toolbox.md)
         let device = Device::ndarray().autodiff();
         let network = Network::new(architecture, shape, classes, &device);
-        GradientComputer {
-            network: Some(network),
-            device,
-        }
+        GradientComputer { network: Some(network), device }
     }
 
     pub fn num_params(&self) -> usize {
@@ -278,10 +234,7 @@ impl GradientComputer {
     }
 
     pub fn layout(&self) -> Layout {
-        self.network
-            .as_ref()
-            .map(Network::layout)
-            .unwrap_or_default()
+        self.network.as_ref().map(Network::layout).unwrap_or_default()
     }
 
     /// The gradient at `params` of (sum of the cross-entropy losses of `samples`) / `batch_size`,
@@ -298,15 +251,10 @@ impl GradientComputer {
     ) -> (Vec<f32>, f32) {
         let network = self.network.take().expect("network present").load(params);
         let (images, labels) = batch_tensors(data, samples, flip_labels, &self.device);
-        let loss = CrossEntropyLossConfig::new()
-            .init(&self.device)
-            .forward(network.forward(images), labels);
+        let loss = CrossEntropyLossConfig::new().init(&self.device).forward(network.forward(images), labels);
         let loss = loss.mul_scalar(samples.len() as f32 / batch_size as f32);
         let grads = loss.backward();
-        let mut flat = Flatten {
-            grads: Some(&grads),
-            out: Vec::with_capacity(params.len()),
-        };
+        let mut flat = Flatten { grads: Some(&grads), out: Vec::with_capacity(params.len()) };
         network.visit(&mut flat);
         let value = loss.into_scalar::<f32>();
         self.network = Some(network);
@@ -324,10 +272,7 @@ impl Evaluator {
     pub fn new(architecture: &Architecture, shape: [usize; 3], classes: usize) -> Self {
         #[allow(deprecated)]
         let device = Device::ndarray();
-        Evaluator {
-            network: Some(Network::new(architecture, shape, classes, &device)),
-            device,
-        }
+        Evaluator { network: Some(Network::new(architecture, shape, classes, &device)), device }
     }
 
     pub fn evaluate(&mut self, params: &[f32], data: &Dataset) -> Evaluation {
@@ -337,19 +282,14 @@ impl Evaluator {
         for chunk in indices.chunks(1000) {
             let (images, labels) = batch_tensors(data, chunk, false, &self.device);
             let logits = network.forward(images);
-            let loss = CrossEntropyLossConfig::new()
-                .init(&self.device)
-                .forward(logits.clone(), labels.clone());
+            let loss = CrossEntropyLossConfig::new().init(&self.device).forward(logits.clone(), labels.clone());
             loss_sum += f64::from(loss.into_scalar::<f32>()) * chunk.len() as f64;
             let predicted = logits.argmax(1).flatten::<1>(0, 1);
             correct += predicted.equal(labels).int().sum().into_scalar::<i64>() as usize;
         }
         self.network = Some(network);
         let n = data.len().max(1);
-        Evaluation {
-            loss: (loss_sum / n as f64) as f32,
-            accuracy: correct as f32 / n as f32,
-        }
+        Evaluation { loss: (loss_sum / n as f64) as f32, accuracy: correct as f32 / n as f32 }
     }
 }
 
@@ -406,15 +346,10 @@ mod tests {
         let (again, layout2) = initial_parameters(&mlp(), [1, 4, 4], 3, 42);
         assert_eq!(params, again, "same seed, same initial parameters");
         assert_eq!(layout.digest(), layout2.digest());
-        let (_, other) =
-            initial_parameters(&Architecture::Mlp { hidden: vec![17] }, [1, 4, 4], 3, 42);
+        let (_, other) = initial_parameters(&Architecture::Mlp { hidden: vec![17] }, [1, 4, 4], 3, 42);
         assert_ne!(layout.digest(), other.digest());
         let mut computer = GradientComputer::new(&mlp(), [1, 4, 4], 3);
-        assert_eq!(
-            computer.layout().digest(),
-            layout.digest(),
-            "autodiff copy has the same layout"
-        );
+        assert_eq!(computer.layout().digest(), layout.digest(), "autodiff copy has the same layout");
         let data = Dataset::synthetic(30, [1, 4, 4], 3, 1);
         let (g, loss) = computer.gradient(&params, &data, &[0, 1, 2], 6, false);
         assert_eq!(g.len(), params.len());
@@ -431,18 +366,11 @@ mod tests {
         let (ga, _) = a.gradient(&params, &data, &samples, 8, false);
         let (gb, _) = b.gradient(&params, &data, &samples, 8, false);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(
-            bits(&ga),
-            bits(&gb),
-            "repetition voting needs bit-identical replicas"
-        );
+        assert_eq!(bits(&ga), bits(&gb), "repetition voting needs bit-identical replicas");
         let (g1, _) = a.gradient(&params, &data, &samples[..4], 8, false);
         let (g2, _) = a.gradient(&params, &data, &samples[4..], 8, false);
         for ((x, y), z) in g1.iter().zip(&g2).zip(&ga) {
-            assert!(
-                (x + y - z).abs() <= 1e-5 * (1.0 + z.abs()),
-                "partition gradients sum to the batch gradient"
-            );
+            assert!((x + y - z).abs() <= 1e-5 * (1.0 + z.abs()), "partition gradients sum to the batch gradient");
         }
     }
 
@@ -460,10 +388,7 @@ mod tests {
                 params.iter_mut().zip(&g).for_each(|(p, g)| *p -= 0.1 * g);
             }
             let after = evaluator.evaluate(&params, &data);
-            assert!(
-                after.loss < before.loss,
-                "{arch:?}: {before:?} -> {after:?}"
-            );
+            assert!(after.loss < before.loss, "{arch:?}: {before:?} -> {after:?}");
             if arch == mlp() {
                 assert!(after.accuracy > 0.5, "{arch:?}: {after:?}");
             }

@@ -62,9 +62,7 @@ impl Checkpoint {
         let bad = |why: String| format!("{}: not a usable checkpoint: {why}", file.display());
         let mut reader = bytes.as_slice();
         let mut magic = [0u8; 8];
-        reader
-            .read_exact(&mut magic)
-            .map_err(|e| bad(e.to_string()))?;
+        reader.read_exact(&mut magic).map_err(|e| bad(e.to_string()))?;
         if &magic != MAGIC {
             return Err(bad("wrong magic".into()));
         }
@@ -74,44 +72,23 @@ impl Checkpoint {
             reader.read_exact(&mut b).map_err(|e| bad(e.to_string()))?;
             *h = u64::from_le_bytes(b);
         }
-        let [
-            step,
-            layout_digest,
-            optimizer_updates,
-            n_params,
-            n_first,
-            n_second,
-        ] = header;
+        let [step, layout_digest, optimizer_updates, n_params, n_first, n_second] = header;
         if n_params != expected_params as u64 || n_first > n_params || n_second > n_params {
-            return Err(bad(format!(
-                "holds {n_params} parameters, the model has {expected_params}"
-            )));
+            return Err(bad(format!("holds {n_params} parameters, the model has {expected_params}")));
         }
         let needed = (n_params + n_first + n_second) as usize * 4;
         if reader.len() != needed {
-            return Err(bad(format!(
-                "{} data bytes, expected {needed}",
-                reader.len()
-            )));
+            return Err(bad(format!("{} data bytes, expected {needed}", reader.len())));
         }
         let mut take = |n: u64| -> Vec<f32> {
             let (head, rest) = reader.split_at(n as usize * 4);
             reader = rest;
-            head.chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect()
+            head.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
         };
         let params = take(n_params);
         let optimizer_first = take(n_first);
         let optimizer_second = take(n_second);
-        Ok(Some(Checkpoint {
-            step,
-            layout_digest,
-            params,
-            optimizer_first,
-            optimizer_second,
-            optimizer_updates,
-        }))
+        Ok(Some(Checkpoint { step, layout_digest, params, optimizer_first, optimizer_second, optimizer_updates }))
     }
 }
 
@@ -134,23 +111,11 @@ mod tests {
         };
         ck.save(&dir).unwrap();
         assert_eq!(Checkpoint::load(&dir, 3).unwrap(), Some(ck.clone()));
-        assert!(
-            Checkpoint::load(&dir, 4)
-                .unwrap_err()
-                .contains("holds 3 parameters")
-        );
+        assert!(Checkpoint::load(&dir, 4).unwrap_err().contains("holds 3 parameters"));
         let bytes = std::fs::read(path(&dir)).unwrap();
         std::fs::write(path(&dir), &bytes[..bytes.len() - 2]).unwrap();
-        assert!(
-            Checkpoint::load(&dir, 3)
-                .unwrap_err()
-                .contains("data bytes")
-        );
+        assert!(Checkpoint::load(&dir, 3).unwrap_err().contains("data bytes"));
         std::fs::write(path(&dir), b"garbage!garbage!").unwrap();
-        assert!(
-            Checkpoint::load(&dir, 3)
-                .unwrap_err()
-                .contains("wrong magic")
-        );
+        assert!(Checkpoint::load(&dir, 3).unwrap_err().contains("wrong magic"));
     }
 }

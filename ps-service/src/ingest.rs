@@ -8,9 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use draco_proto::v1::parameter_server_server::ParameterServer;
-use draco_proto::v1::{
-    FetchRequest, GradientChunk, JoinReply, JoinRequest, ParameterChunk, PushReply,
-};
+use draco_proto::v1::{FetchRequest, GradientChunk, JoinReply, JoinRequest, ParameterChunk, PushReply};
 use draco_proto::{AUTH_HEADER, CHUNK_VALUES, RANK_HEADER};
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -70,9 +68,7 @@ impl Rejection {
             }
             Rejection::FutureStep => tonic::Code::OutOfRange,
             Rejection::Duplicate => tonic::Code::AlreadyExists,
-            Rejection::WrongLength | Rejection::BadChunk | Rejection::EmptyStream => {
-                tonic::Code::InvalidArgument
-            }
+            Rejection::WrongLength | Rejection::BadChunk | Rejection::EmptyStream => tonic::Code::InvalidArgument,
         }
     }
 }
@@ -83,11 +79,7 @@ pub struct Service {
 
 impl Service {
     fn reject(&self, why: Rejection, message: String) -> Status {
-        self.shared
-            .metrics
-            .rejected
-            .with_label_values(&[why.as_str()])
-            .inc();
+        self.shared.metrics.rejected.with_label_values(&[why.as_str()]).inc();
         tracing::debug!(reason = why.as_str(), "{message}");
         Status::new(why.code(), format!("{}: {message}", why.as_str()))
     }
@@ -95,36 +87,23 @@ impl Service {
     /// The caller's rank, if its token matches that rank's.
     fn authenticate<T>(&self, request: &Request<T>) -> Result<usize, Status> {
         let meta = request.metadata();
-        let rank_text = meta
-            .get(RANK_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+        let rank_text = meta.get(RANK_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
         let workers = self.shared.tokens.len();
         let rank: usize = rank_text.parse().map_err(|_| {
             self.reject(
                 Rejection::UnknownRank,
-                format!(
-                    "metadata {RANK_HEADER} must be a rank 0..{}, got {rank_text:?}",
-                    workers - 1
-                ),
+                format!("metadata {RANK_HEADER} must be a rank 0..{}, got {rank_text:?}", workers - 1),
             )
         })?;
         if rank >= workers {
-            return Err(self.reject(
-                Rejection::UnknownRank,
-                format!("rank {rank} is not in this job's 0..{}", workers - 1),
-            ));
+            return Err(
+                self.reject(Rejection::UnknownRank, format!("rank {rank} is not in this job's 0..{}", workers - 1))
+            );
         }
-        let presented = meta
-            .get(AUTH_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+        let presented =
+            meta.get(AUTH_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
         if !constant_time_eq(presented.as_bytes(), self.shared.tokens[rank].as_bytes()) {
-            return Err(self.reject(
-                Rejection::Unauthenticated,
-                format!("the token presented is not rank {rank}'s"),
-            ));
+            return Err(self.reject(Rejection::Unauthenticated, format!("the token presented is not rank {rank}'s")));
         }
         Ok(rank)
     }
@@ -142,9 +121,7 @@ type ChunkStream = Pin<Box<dyn Stream<Item = Result<ParameterChunk, Status>> + S
 
 fn f32_bytes(values: &[f32]) -> Bytes {
     let mut out = Vec::with_capacity(values.len() * 4);
-    values
-        .iter()
-        .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+    values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
     Bytes::from(out)
 }
 
@@ -177,10 +154,7 @@ impl ParameterServer for Service {
 
     type FetchParametersStream = ChunkStream;
 
-    async fn fetch_parameters(
-        &self,
-        request: Request<FetchRequest>,
-    ) -> Result<Response<ChunkStream>, Status> {
+    async fn fetch_parameters(&self, request: Request<FetchRequest>) -> Result<Response<ChunkStream>, Status> {
         self.authenticate(&request)?;
         let wanted = request.into_inner().step;
         let mut rx = self.shared.published.subscribe();
@@ -223,10 +197,7 @@ impl ParameterServer for Service {
         Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 
-    async fn push_gradient(
-        &self,
-        request: Request<Streaming<GradientChunk>>,
-    ) -> Result<Response<PushReply>, Status> {
+    async fn push_gradient(&self, request: Request<Streaming<GradientChunk>>) -> Result<Response<PushReply>, Status> {
         let rank = self.authenticate(&request)?;
         let s = &self.shared;
         let mut stream = request.into_inner();
@@ -234,10 +205,9 @@ impl ParameterServer for Service {
             Some(Ok(chunk)) => chunk,
             Some(Err(status)) => return Err(status),
             None => {
-                return Err(self.reject(
-                    Rejection::EmptyStream,
-                    format!("rank {rank} sent a gradient stream with no chunk"),
-                ));
+                return Err(
+                    self.reject(Rejection::EmptyStream, format!("rank {rank} sent a gradient stream with no chunk"))
+                );
             }
         };
         if first.incarnation != s.incarnation {
@@ -254,10 +224,7 @@ impl ParameterServer for Service {
         if first.total != s.message_len as u64 {
             return Err(self.reject(
                 Rejection::WrongLength,
-                format!(
-                    "rank {rank} declared {} values for step {step}, expected {}",
-                    first.total, s.message_len
-                ),
+                format!("rank {rank} declared {} values for step {step}, expected {}", first.total, s.message_len),
             ));
         }
         // Sizes checked: now the buffer may be allocated.
@@ -265,10 +232,7 @@ impl ParameterServer for Service {
         let mut loss = first.loss;
         let mut next = Some(first);
         while let Some(chunk) = next.take() {
-            if chunk.step != step
-                || chunk.total != s.message_len as u64
-                || chunk.incarnation != s.incarnation
-            {
+            if chunk.step != step || chunk.total != s.message_len as u64 || chunk.incarnation != s.incarnation {
                 return Err(self.reject(
                     Rejection::BadChunk,
                     format!("rank {rank}: a chunk changed step, total or incarnation mid-stream"),
@@ -277,7 +241,11 @@ impl ParameterServer for Service {
             if chunk.offset != message.len() as u64 {
                 return Err(self.reject(
                     Rejection::BadChunk,
-                    format!("rank {rank}: chunk at offset {} but {} values received so far (overlap or gap)", chunk.offset, message.len()),
+                    format!(
+                        "rank {rank}: chunk at offset {} but {} values received so far (overlap or gap)",
+                        chunk.offset,
+                        message.len()
+                    ),
                 ));
             }
             if chunk.data.len() % 4 != 0 || message.len() + chunk.data.len() / 4 > s.message_len {
@@ -291,12 +259,7 @@ impl ParameterServer for Service {
                     ),
                 ));
             }
-            message.extend(
-                chunk
-                    .data
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            );
+            message.extend(chunk.data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
             if chunk.loss != 0.0 {
                 loss = chunk.loss;
             }
@@ -309,11 +272,7 @@ impl ParameterServer for Service {
         if message.len() != s.message_len {
             return Err(self.reject(
                 Rejection::WrongLength,
-                format!(
-                    "rank {rank} sent {} values for step {step}, expected {}",
-                    message.len(),
-                    s.message_len
-                ),
+                format!("rank {rank} sent {} values for step {step}, expected {}", message.len(), s.message_len),
             ));
         }
         let bytes = message.len() * 4;
@@ -325,44 +284,31 @@ impl ParameterServer for Service {
                 return self.judge_late(rank, step, message);
             }
             if round.has(rank) {
-                return Err(self.reject(
-                    Rejection::Duplicate,
-                    format!("rank {rank} already contributed to step {step}"),
-                ));
+                return Err(
+                    self.reject(Rejection::Duplicate, format!("rank {rank} already contributed to step {step}"))
+                );
             }
             round.insert(rank, message, loss);
         }
         s.metrics.gradient_bytes.inc_by(bytes as u64);
-        s.metrics
-            .messages
-            .with_label_values(&[&rank.to_string()])
-            .inc();
+        s.metrics.messages.with_label_values(&[&rank.to_string()]).inc();
         s.arrivals.notify_one();
-        Ok(Response::new(PushReply {
-            step,
-            decoded: decoded_before,
-        }))
+        Ok(Response::new(PushReply { step, decoded: decoded_before }))
     }
 }
 
 impl Service {
-    /// A vector for the step decoded just before: not needed for the sum, but its sender still
-    /// gets a verdict (coding.md §5). Anything older is stale.
-    fn judge_late(
-        &self,
-        rank: usize,
-        step: u64,
-        message: Vec<f32>,
-    ) -> Result<Response<PushReply>, Status> {
+    /// A vector for a recently decoded step: not needed for the sum, but its sender still gets
+    /// a verdict (coding.md §5). Anything older than `LATE_ROUNDS` is stale.
+    fn judge_late(&self, rank: usize, step: u64, message: Vec<f32>) -> Result<Response<PushReply>, Status> {
         let s = &self.shared;
         let verdict = {
             let mut previous = s.previous.lock().expect("previous round lock");
-            match previous.as_mut().filter(|p| p.step == step) {
+            match previous.iter_mut().find(|p| p.step == step) {
                 Some(p) if p.has(rank) => {
-                    return Err(self.reject(
-                        Rejection::Duplicate,
-                        format!("rank {rank} already contributed to step {step}"),
-                    ));
+                    return Err(
+                        self.reject(Rejection::Duplicate, format!("rank {rank} already contributed to step {step}"))
+                    );
                 }
                 Some(p) => p.judge_late(rank, message),
                 None => None,
@@ -371,39 +317,24 @@ impl Service {
         let Some(verdict) = verdict else {
             return Err(self.stale_or_future(rank, step));
         };
-        s.metrics
-            .messages
-            .with_label_values(&[&rank.to_string()])
-            .inc();
+        s.metrics.messages.with_label_values(&[&rank.to_string()]).inc();
         if let draco_core::WorkerVerdict::Suspect(reason) = verdict {
-            s.metrics
-                .suspects
-                .with_label_values(&[&rank.to_string(), reason.as_str()])
-                .inc();
-            s.status
-                .lock()
-                .expect("status lock")
-                .name_suspect(step, rank, reason.as_str());
+            s.metrics.suspects.with_label_values(&[&rank.to_string(), reason.as_str()]).inc();
+            s.status.lock().expect("status lock").name_suspect(step, rank, reason.as_str());
         }
-        Ok(Response::new(PushReply {
-            step,
-            decoded: true,
-        }))
+        Ok(Response::new(PushReply { step, decoded: true }))
     }
 
     /// Refuses, before the body is read, anything but the step being gathered or (to be judged
-    /// late) the one just decoded.
+    /// late) a recently decoded one.
     fn check_step(&self, rank: usize, step: u64) -> Result<(), Status> {
         let round = self.shared.round.lock().expect("round lock");
-        if round.step != step && round.step != step + 1 {
+        if step > round.step || step + (crate::LATE_ROUNDS as u64) < round.step {
             drop(round);
             return Err(self.stale_or_future(rank, step));
         }
         if round.step == step && round.has(rank) {
-            return Err(self.reject(
-                Rejection::Duplicate,
-                format!("rank {rank} already contributed to step {step}"),
-            ));
+            return Err(self.reject(Rejection::Duplicate, format!("rank {rank} already contributed to step {step}")));
         }
         Ok(())
     }

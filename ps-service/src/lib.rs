@@ -31,6 +31,9 @@ use status::{Phase, Status, params_digest};
 
 /// Largest gRPC message accepted: a chunk is 1 MiB of payload; leave room for framing.
 const MAX_GRPC_MESSAGE: usize = 4 * 1024 * 1024;
+/// How many decoded rounds stay in memory to judge vectors that arrive late (a worker that
+/// fell behind while others decided for it). Costs up to this many rounds of messages.
+pub const LATE_ROUNDS: usize = 4;
 /// The status written beside each checkpoint.
 const STATUS_FILE: &str = "status.json";
 
@@ -63,8 +66,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub published: watch::Sender<Published>,
     pub(crate) round: Mutex<Round>,
-    /// The last decoded round, kept so vectors arriving late can still be judged.
-    pub(crate) previous: Mutex<Option<Round>>,
+    /// The last few decoded rounds, kept so vectors arriving late can still be judged.
+    pub(crate) previous: Mutex<std::collections::VecDeque<Round>>,
     pub arrivals: Notify,
     pub status: Mutex<Status>,
     pub ready: AtomicBool,
@@ -73,9 +76,7 @@ pub struct Shared {
 fn random_hex(bytes: usize) -> String {
     use rand_core::TryRngCore;
     let mut buf = vec![0u8; bytes];
-    rand_core::OsRng
-        .try_fill_bytes(&mut buf)
-        .expect("the operating system's random source failed");
+    rand_core::OsRng.try_fill_bytes(&mut buf).expect("the operating system's random source failed");
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -94,12 +95,8 @@ pub async fn run(
     );
     let architecture = draco_model::architecture(&job.model);
     let test_set = draco_model::load_dataset(&job.dataset, Split::Test, job.training.seed)?;
-    let (initial, layout) = draco_model::initial_parameters(
-        &architecture,
-        test_set.shape,
-        test_set.classes,
-        job.training.seed,
-    );
+    let (initial, layout) =
+        draco_model::initial_parameters(&architecture, test_set.shape, test_set.classes, job.training.seed);
     let dim = initial.len();
     let message_len = StepDecoder::message_len(job.scheme.code, dim);
     let decoder = Arc::new(StepDecoder::new(&job.scheme, job.aggregator, dim)?);
@@ -115,19 +112,12 @@ pub async fn run(
             "{}: checkpoint of a different model",
             checkpoint::path(dir).display()
         );
-        optimizer
-            .restore(
-                ck.optimizer_first,
-                ck.optimizer_second,
-                ck.optimizer_updates,
-            )
-            .map_err(anyhow::Error::msg)?;
+        optimizer.restore(ck.optimizer_first, ck.optimizer_second, ck.optimizer_updates).map_err(anyhow::Error::msg)?;
         params = ck.params;
         step = ck.step;
         tracing::info!(step, "resumed from checkpoint");
-        restored_status = std::fs::read(dir.join(STATUS_FILE))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Status>(&b).ok());
+        restored_status =
+            std::fs::read(dir.join(STATUS_FILE)).ok().and_then(|b| serde_json::from_slice::<Status>(&b).ok());
     }
     let metrics = Metrics::new(job.scheme.workers, job.scheme.redundancy);
     metrics.resumed_from_step.set(step as i64);
@@ -156,20 +146,13 @@ pub async fn run(
     };
     // A resumed PS keeps the job's history (suspects, counts, last evaluation).
     let status = match restored_status {
-        Some(old) if old.step == step => Status {
-            phase: Phase::Starting,
-            incarnation: fresh.incarnation.clone(),
-            resumed_from_step: step,
-            ..old
-        },
+        Some(old) if old.step == step => {
+            Status { phase: Phase::Starting, incarnation: fresh.incarnation.clone(), resumed_from_step: step, ..old }
+        }
         _ => fresh,
     };
     let finished = step >= job.training.steps;
-    let (published, _) = watch::channel(Published {
-        step,
-        params: Arc::new(params.clone()),
-        finished,
-    });
+    let (published, _) = watch::channel(Published { step, params: Arc::new(params.clone()), finished });
     let shared = Arc::new(Shared {
         tokens: opts.tokens.clone(),
         incarnation,
@@ -179,7 +162,7 @@ pub async fn run(
         metrics,
         published,
         round: Mutex::new(Round::new(step, &job.scheme, message_len)),
-        previous: Mutex::new(None),
+        previous: Mutex::new(std::collections::VecDeque::new()),
         arrivals: Notify::new(),
         status: Mutex::new(status),
         ready: AtomicBool::new(false),
@@ -193,23 +176,18 @@ pub async fn run(
         .with_context(|| format!("binding HTTP on {}", opts.http_addr))?;
     tracing::info!(grpc = %grpc_listener.local_addr()?, http = %http_listener.local_addr()?, "parameter server listening");
     let (stop_tx, stop_rx) = watch::channel(false);
-    let service = ParameterServerServer::new(ingest::Service {
-        shared: shared.clone(),
-    })
-    .max_decoding_message_size(MAX_GRPC_MESSAGE)
-    .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    let service = ParameterServerServer::new(ingest::Service { shared: shared.clone() })
+        .max_decoding_message_size(MAX_GRPC_MESSAGE)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE);
     let mut grpc_stop = stop_rx.clone();
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .initial_stream_window_size(16 * 1024 * 1024)
             .initial_connection_window_size(32 * 1024 * 1024)
             .add_service(service)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-                async move {
-                    let _ = grpc_stop.wait_for(|s| *s).await;
-                },
-            ),
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), async move {
+                let _ = grpc_stop.wait_for(|s| *s).await;
+            }),
     );
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(
@@ -223,12 +201,7 @@ pub async fn run(
 
     let mut evaluator = Evaluator::new(&architecture, test_set.shape, test_set.classes);
     let test_set = Arc::new(test_set);
-    let stepper = StepLoop {
-        job: &job,
-        shared: &shared,
-        decoder,
-        checkpoint_dir: opts.checkpoint_dir.clone(),
-    };
+    let stepper = StepLoop { job: &job, shared: &shared, decoder, checkpoint_dir: opts.checkpoint_dir.clone() };
     let result = tokio::select! {
         r = stepper.run(params, optimizer, step, &mut evaluator, &test_set) => r,
         _ = shutdown => Err(anyhow::anyhow!("interrupted")),
@@ -291,25 +264,15 @@ impl StepLoop<'_> {
                 let timed_out = tokio::time::Instant::now() >= deadline;
                 if ready || timed_out {
                     let outcome = self.decode().await;
-                    let retry = matches!(outcome.verdict(), StepVerdict::Undecodable)
-                        && !outcome.missing().is_empty();
+                    let retry = matches!(outcome.verdict(), StepVerdict::Undecodable) && !outcome.missing().is_empty();
                     if !retry {
                         break (outcome, timed_out && !ready);
                     }
                     let missing = outcome.missing();
-                    tracing::warn!(
-                        step,
-                        ?missing,
-                        "step {step} not decodable yet: waiting for more workers"
-                    );
+                    tracing::warn!(step, ?missing, "step {step} not decodable yet: waiting for more workers");
                     shared.status.lock().expect("status lock").message = format!(
                         "step {step}: waiting for workers {missing:?} ({})",
-                        outcome
-                            .aggregate
-                            .as_ref()
-                            .err()
-                            .map(|e| e.to_string())
-                            .unwrap_or_default()
+                        outcome.aggregate.as_ref().err().map(|e| e.to_string()).unwrap_or_default()
                     );
                     deadline = tokio::time::Instant::now() + timeout;
                 }
@@ -319,23 +282,16 @@ impl StepLoop<'_> {
                 }
             };
             let waited = step_started.elapsed();
-            m.step_phase_seconds
-                .with_label_values(&["wait"])
-                .observe(waited.as_secs_f64());
-            m.decode_outcomes
-                .with_label_values(&[outcome.verdict().as_str()])
-                .inc();
+            m.step_phase_seconds.with_label_values(&["wait"]).observe(waited.as_secs_f64());
+            m.decode_outcomes.with_label_values(&[outcome.verdict().as_str()]).inc();
             for (w, verdict) in outcome.workers.iter().enumerate() {
                 match verdict {
-                    WorkerVerdict::Suspect(reason) => m
-                        .suspects
-                        .with_label_values(&[&w.to_string(), reason.as_str()])
-                        .inc(),
+                    WorkerVerdict::Suspect(reason) => {
+                        m.suspects.with_label_values(&[&w.to_string(), reason.as_str()]).inc()
+                    }
                     // Early decoding leaves slow members out on purpose; only a step decided
                     // at the straggler timeout counts its absentees as stragglers.
-                    WorkerVerdict::Missing if timed_out => {
-                        m.missing.with_label_values(&[&w.to_string()]).inc()
-                    }
+                    WorkerVerdict::Missing if timed_out => m.missing.with_label_values(&[&w.to_string()]).inc(),
                     _ => {}
                 }
             }
@@ -345,7 +301,13 @@ impl StepLoop<'_> {
                 Round::new(step + 1, &job.scheme, shared.message_len),
             );
             let losses = closed.losses.clone();
-            *shared.previous.lock().expect("previous round lock") = Some(closed);
+            {
+                let mut previous = shared.previous.lock().expect("previous round lock");
+                previous.push_back(closed);
+                if previous.len() > LATE_ROUNDS {
+                    previous.pop_front();
+                }
+            }
             let train_loss = self.train_loss(&outcome, &losses);
             let update_started = Instant::now();
             match &outcome.aggregate {
@@ -354,19 +316,14 @@ impl StepLoop<'_> {
                 // skipped (parameters unchanged) and reported; training goes on.
                 Err(failure) => tracing::error!(step, "{failure}; step skipped"),
             }
-            m.step_phase_seconds
-                .with_label_values(&["update"])
-                .observe(update_started.elapsed().as_secs_f64());
+            m.step_phase_seconds.with_label_values(&["update"]).observe(update_started.elapsed().as_secs_f64());
             step += 1;
             let evaluate = step == job.training.steps
-                || (job.training.eval_every_steps > 0
-                    && step.is_multiple_of(job.training.eval_every_steps));
+                || (job.training.eval_every_steps > 0 && step.is_multiple_of(job.training.eval_every_steps));
             let evaluation = if evaluate {
                 let t = Instant::now();
                 let e = evaluator.evaluate(&params, test_set);
-                m.step_phase_seconds
-                    .with_label_values(&["eval"])
-                    .observe(t.elapsed().as_secs_f64());
+                m.step_phase_seconds.with_label_values(&["eval"]).observe(t.elapsed().as_secs_f64());
                 m.test_loss.set(f64::from(e.loss));
                 m.test_accuracy.set(f64::from(e.accuracy));
                 tracing::info!(step, accuracy = e.accuracy, loss = e.loss, "evaluated");
@@ -391,15 +348,13 @@ impl StepLoop<'_> {
                     st.test_loss = Some(e.loss);
                     st.test_accuracy = Some(e.accuracy);
                 }
-                st.steps_per_second =
-                    (step - first_step) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                st.steps_per_second = (step - first_step) as f64 / started.elapsed().as_secs_f64().max(1e-9);
                 st.params_digest = params_digest(&params);
                 st.message.clear();
             }
             if let Some(dir) = &self.checkpoint_dir
                 && (step == job.training.steps
-                    || (job.checkpoint.every_steps > 0
-                        && step.is_multiple_of(job.checkpoint.every_steps)))
+                    || (job.checkpoint.every_steps > 0 && step.is_multiple_of(job.checkpoint.every_steps)))
             {
                 let t = Instant::now();
                 let (first, second) = optimizer.state();
@@ -412,8 +367,7 @@ impl StepLoop<'_> {
                     optimizer_updates: optimizer.updates(),
                 };
                 let dir = dir.clone();
-                let status =
-                    serde_json::to_vec_pretty(&*shared.status.lock().expect("status lock"))?;
+                let status = serde_json::to_vec_pretty(&*shared.status.lock().expect("status lock"))?;
                 tokio::task::spawn_blocking(move || {
                     // Status first: a checkpoint never points past the history it comes with.
                     std::fs::create_dir_all(&dir)?;
@@ -423,9 +377,7 @@ impl StepLoop<'_> {
                 .await?
                 .context("writing checkpoint")?;
                 m.checkpoints.inc();
-                m.step_phase_seconds
-                    .with_label_values(&["checkpoint"])
-                    .observe(t.elapsed().as_secs_f64());
+                m.step_phase_seconds.with_label_values(&["checkpoint"]).observe(t.elapsed().as_secs_f64());
             }
             m.steps.inc();
             m.step.set(step as i64);
@@ -441,13 +393,7 @@ impl StepLoop<'_> {
 
     /// Decodes the current round's messages on a blocking thread.
     async fn decode(&self) -> Outcome<f32> {
-        let messages: Vec<Option<Vec<f32>>> = self
-            .shared
-            .round
-            .lock()
-            .expect("round lock")
-            .messages
-            .clone();
+        let messages: Vec<Option<Vec<f32>>> = self.shared.round.lock().expect("round lock").messages.clone();
         let decoder = self.decoder.clone();
         let t = Instant::now();
         let outcome = tokio::task::spawn_blocking(move || {
@@ -456,11 +402,7 @@ impl StepLoop<'_> {
         })
         .await
         .expect("decoder thread");
-        self.shared
-            .metrics
-            .step_phase_seconds
-            .with_label_values(&["decode"])
-            .observe(t.elapsed().as_secs_f64());
+        self.shared.metrics.step_phase_seconds.with_label_values(&["decode"]).observe(t.elapsed().as_secs_f64());
         outcome
     }
 
@@ -479,10 +421,6 @@ impl StepLoop<'_> {
             return None;
         }
         let scheme = &self.job.scheme;
-        Some(
-            honest.iter().sum::<f32>() * scheme.workers as f32
-                / honest.len() as f32
-                / scheme.redundancy as f32,
-        )
+        Some(honest.iter().sum::<f32>() * scheme.workers as f32 / honest.len() as f32 / scheme.redundancy as f32)
     }
 }

@@ -61,10 +61,10 @@ impl Round {
         }
         match self.code {
             CodeKind::Repetition => self.tally.as_ref().is_some_and(Tally::is_final),
-            CodeKind::Cyclic => self.units.iter().all(|u| {
-                u.clone().filter(|&j| self.messages[j].is_none()).count()
-                    <= self.straggler_tolerance
-            }),
+            CodeKind::Cyclic => self
+                .units
+                .iter()
+                .all(|u| u.clone().filter(|&j| self.messages[j].is_none()).count() <= self.straggler_tolerance),
             CodeKind::None => false,
         }
     }

@@ -55,11 +55,7 @@ impl Status {
     /// Names one worker (e.g. judged after its step was decoded).
     pub fn name_suspect(&mut self, step: u64, worker: usize, reason: &str) {
         self.detections_total += 1;
-        match self
-            .suspects
-            .iter_mut()
-            .find(|s| s.worker == worker && s.reason == reason)
-        {
+        match self.suspects.iter_mut().find(|s| s.worker == worker && s.reason == reason) {
             Some(s) => {
                 s.count += 1;
                 s.first_step = s.first_step.min(step);
@@ -82,9 +78,7 @@ impl Status {
         for (worker, verdict) in outcome.workers.iter().enumerate() {
             match verdict {
                 WorkerVerdict::Suspect(reason) => self.name_suspect(step, worker, reason.as_str()),
-                WorkerVerdict::Missing if timed_out => {
-                    *self.missing.entry(worker).or_default() += 1
-                }
+                WorkerVerdict::Missing if timed_out => *self.missing.entry(worker).or_default() += 1,
                 WorkerVerdict::Missing | WorkerVerdict::Honest | WorkerVerdict::Unverified => {}
             }
         }
@@ -94,10 +88,7 @@ impl Status {
 
 pub fn params_digest(params: &[f32]) -> String {
     let h = params.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
-        x.to_bits()
-            .to_le_bytes()
-            .iter()
-            .fold(h, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+        x.to_bits().to_le_bytes().iter().fold(h, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
     });
     format!("{h:016x}")
 }

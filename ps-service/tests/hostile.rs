@@ -25,42 +25,26 @@ spec:
   stragglerTimeoutSeconds: 60
   model: {architecture: mlp, hidden: [8]}
   dataset: {format: synthetic}
-  training: {steps: 5, batchSize: 30, seed: 1, optimizer: {type: sgd, learningRate: 0.1}}
+  training: {steps: 8, batchSize: 30, seed: 1, optimizer: {type: sgd, learningRate: 0.1}}
 ";
     draco_api::DracoJob::from_yaml(yaml).unwrap().job_config()
 }
 
 fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 fn request<T>(msg: T, rank: &str, token: &str) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
-    r.metadata_mut()
-        .insert(draco_proto::RANK_HEADER, rank.parse().unwrap());
-    r.metadata_mut().insert(
-        draco_proto::AUTH_HEADER,
-        format!("Bearer {token}").parse().unwrap(),
-    );
+    r.metadata_mut().insert(draco_proto::RANK_HEADER, rank.parse().unwrap());
+    r.metadata_mut().insert(draco_proto::AUTH_HEADER, format!("Bearer {token}").parse().unwrap());
     r
 }
 
 fn chunk(incarnation: &str, step: u64, offset: u64, total: u64, values: &[f32]) -> GradientChunk {
     let mut data = Vec::new();
-    values
-        .iter()
-        .for_each(|v| data.extend_from_slice(&v.to_le_bytes()));
-    GradientChunk {
-        incarnation: incarnation.into(),
-        step,
-        offset,
-        total,
-        data: Bytes::from(data),
-        loss: 0.5,
-    }
+    values.iter().for_each(|v| data.extend_from_slice(&v.to_le_bytes()));
+    GradientChunk { incarnation: incarnation.into(), step, offset, total, data: Bytes::from(data), loss: 0.5 }
 }
 
 async fn push(
@@ -69,10 +53,7 @@ async fn push(
     token: &str,
     chunks: Vec<GradientChunk>,
 ) -> Result<(), tonic::Status> {
-    client
-        .push_gradient(request(tokio_stream::iter(chunks), rank, token))
-        .await
-        .map(|_| ())
+    client.push_gradient(request(tokio_stream::iter(chunks), rank, token)).await.map(|_| ())
 }
 
 async fn metrics(http: SocketAddr) -> String {
@@ -86,10 +67,7 @@ async fn metrics(http: SocketAddr) -> String {
 
 fn counted(metrics: &str, reason: &str) -> f64 {
     let key = format!("draco_rejected_messages_total{{reason=\"{reason}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&key))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
+    metrics.lines().find_map(|l| l.strip_prefix(&key)).map_or(0.0, |v| v.trim().parse().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,33 +93,17 @@ async fn hostile_requests_are_refused_and_counted_while_the_ps_keeps_serving() {
         }
     };
     // Honest join tells us the incarnation and the message size.
-    let probe = draco_model::initial_parameters(
-        &draco_model::Architecture::Mlp { hidden: vec![8] },
-        [1, 28, 28],
-        10,
-        1,
-    )
-    .1;
-    let join = JoinRequest {
-        layout_digest: probe.digest(),
-        param_count: probe.len() as u64,
-    };
-    let joined = client
-        .join(request(join, "0", "aaaa"))
-        .await
-        .unwrap()
-        .into_inner();
+    let probe =
+        draco_model::initial_parameters(&draco_model::Architecture::Mlp { hidden: vec![8] }, [1, 28, 28], 10, 1).1;
+    let join = JoinRequest { layout_digest: probe.digest(), param_count: probe.len() as u64 };
+    let joined = client.join(request(join, "0", "aaaa")).await.unwrap().into_inner();
     let (inc, n) = (joined.incarnation.clone(), joined.message_len);
     let good: Vec<f32> = vec![0.25; n as usize];
 
     let expect = |r: Result<(), tonic::Status>, code: Code, text: &str| {
         let s = r.expect_err("must be refused");
         assert_eq!(s.code(), code, "{s:?}");
-        assert!(
-            s.message().contains(text),
-            "message {:?} should mention {text:?}",
-            s.message()
-        );
+        assert!(s.message().contains(text), "message {:?} should mention {text:?}", s.message());
     };
     // Bad token, token of another rank, unknown and malformed ranks.
     expect(
@@ -149,38 +111,17 @@ async fn hostile_requests_are_refused_and_counted_while_the_ps_keeps_serving() {
         Code::Unauthenticated,
         "not rank 0's",
     );
-    expect(
-        push(&mut client, "0", "nope", vec![chunk(&inc, 0, 0, n, &good)]).await,
-        Code::Unauthenticated,
-        "token",
-    );
+    expect(push(&mut client, "0", "nope", vec![chunk(&inc, 0, 0, n, &good)]).await, Code::Unauthenticated, "token");
     expect(
         push(&mut client, "7", "aaaa", vec![chunk(&inc, 0, 0, n, &good)]).await,
         Code::PermissionDenied,
         "rank 7 is not in",
     );
-    expect(
-        push(&mut client, "-1", "aaaa", vec![]).await,
-        Code::PermissionDenied,
-        "must be a rank",
-    );
-    let fetch = client
-        .fetch_parameters(request(FetchRequest { step: 0 }, "1", "aaaa"))
-        .await
-        .map(|_| ());
+    expect(push(&mut client, "-1", "aaaa", vec![]).await, Code::PermissionDenied, "must be a rank");
+    let fetch = client.fetch_parameters(request(FetchRequest { step: 0 }, "1", "aaaa")).await.map(|_| ());
     expect(fetch, Code::Unauthenticated, "token");
     // A model that does not match.
-    let wrong = client
-        .join(request(
-            JoinRequest {
-                layout_digest: 1,
-                param_count: 5,
-            },
-            "1",
-            "bbbb",
-        ))
-        .await
-        .map(|_| ());
+    let wrong = client.join(request(JoinRequest { layout_digest: 1, param_count: 5 }, "1", "bbbb")).await.map(|_| ());
     expect(wrong, Code::FailedPrecondition, "this job's has");
     // Wrong incarnation, stale and future steps.
     expect(
@@ -195,86 +136,34 @@ async fn hostile_requests_are_refused_and_counted_while_the_ps_keeps_serving() {
     );
     // Declared sizes: too large (refused before allocating), too small.
     expect(
-        push(
-            &mut client,
-            "0",
-            "aaaa",
-            vec![chunk(&inc, 0, 0, u64::MAX, &good[..4])],
-        )
-        .await,
+        push(&mut client, "0", "aaaa", vec![chunk(&inc, 0, 0, u64::MAX, &good[..4])]).await,
         Code::InvalidArgument,
         &format!("expected {n}"),
     );
     expect(
-        push(
-            &mut client,
-            "0",
-            "aaaa",
-            vec![chunk(&inc, 0, 0, n - 1, &good[..4])],
-        )
-        .await,
+        push(&mut client, "0", "aaaa", vec![chunk(&inc, 0, 0, n - 1, &good[..4])]).await,
         Code::InvalidArgument,
         "declared",
     );
     // Chunks that overlap, leave a gap, overflow, or end early; an empty stream.
     let half = (n / 2) as usize;
-    let overlap = vec![
-        chunk(&inc, 0, 0, n, &good[..half]),
-        chunk(&inc, 0, 1, n, &good[1..]),
-    ];
+    let overlap = vec![chunk(&inc, 0, 0, n, &good[..half]), chunk(&inc, 0, 1, n, &good[1..])];
+    expect(push(&mut client, "0", "aaaa", overlap).await, Code::InvalidArgument, "overlap or gap");
+    let gap = vec![chunk(&inc, 0, 0, n, &good[..half]), chunk(&inc, 0, half as u64 + 1, n, &good[half + 1..])];
+    expect(push(&mut client, "0", "aaaa", gap).await, Code::InvalidArgument, "overlap or gap");
+    let overflow = vec![chunk(&inc, 0, 0, n, &good), chunk(&inc, 0, n, n, &good[..1])];
+    expect(push(&mut client, "0", "aaaa", overflow).await, Code::InvalidArgument, "does not fit");
     expect(
-        push(&mut client, "0", "aaaa", overlap).await,
-        Code::InvalidArgument,
-        "overlap or gap",
-    );
-    let gap = vec![
-        chunk(&inc, 0, 0, n, &good[..half]),
-        chunk(&inc, 0, half as u64 + 1, n, &good[half + 1..]),
-    ];
-    expect(
-        push(&mut client, "0", "aaaa", gap).await,
-        Code::InvalidArgument,
-        "overlap or gap",
-    );
-    let overflow = vec![
-        chunk(&inc, 0, 0, n, &good),
-        chunk(&inc, 0, n, n, &good[..1]),
-    ];
-    expect(
-        push(&mut client, "0", "aaaa", overflow).await,
-        Code::InvalidArgument,
-        "does not fit",
-    );
-    expect(
-        push(
-            &mut client,
-            "0",
-            "aaaa",
-            vec![chunk(&inc, 0, 0, n, &good[..half])],
-        )
-        .await,
+        push(&mut client, "0", "aaaa", vec![chunk(&inc, 0, 0, n, &good[..half])]).await,
         Code::InvalidArgument,
         "sent",
     );
-    expect(
-        push(&mut client, "0", "aaaa", vec![]).await,
-        Code::InvalidArgument,
-        "no chunk",
-    );
-    let switching = vec![
-        chunk(&inc, 0, 0, n, &good[..half]),
-        chunk(&inc, 1, half as u64, n, &good[half..]),
-    ];
-    expect(
-        push(&mut client, "0", "aaaa", switching).await,
-        Code::InvalidArgument,
-        "changed step",
-    );
+    expect(push(&mut client, "0", "aaaa", vec![]).await, Code::InvalidArgument, "no chunk");
+    let switching = vec![chunk(&inc, 0, 0, n, &good[..half]), chunk(&inc, 1, half as u64, n, &good[half..])];
+    expect(push(&mut client, "0", "aaaa", switching).await, Code::InvalidArgument, "changed step");
 
     // Still serving: an honest push is accepted, a second one is a duplicate.
-    push(&mut client, "0", "aaaa", vec![chunk(&inc, 0, 0, n, &good)])
-        .await
-        .expect("honest push accepted");
+    push(&mut client, "0", "aaaa", vec![chunk(&inc, 0, 0, n, &good)]).await.expect("honest push accepted");
     expect(
         push(&mut client, "0", "aaaa", vec![chunk(&inc, 0, 0, n, &good)]).await,
         Code::AlreadyExists,
@@ -282,49 +171,25 @@ async fn hostile_requests_are_refused_and_counted_while_the_ps_keeps_serving() {
     );
     // A second identical vector is s + 1 = 2 votes: step 0 is decided without waiting for
     // rank 2, and the PS moves to step 1.
-    push(&mut client, "1", "bbbb", vec![chunk(&inc, 0, 0, n, &good)])
-        .await
-        .unwrap();
-    let mut fetched = client
-        .fetch_parameters(request(FetchRequest { step: 1 }, "2", "cccc"))
-        .await
-        .unwrap()
-        .into_inner();
+    push(&mut client, "1", "bbbb", vec![chunk(&inc, 0, 0, n, &good)]).await.unwrap();
+    let mut fetched =
+        client.fetch_parameters(request(FetchRequest { step: 1 }, "2", "cccc")).await.unwrap().into_inner();
     let first = fetched.message().await.unwrap().unwrap();
     assert_eq!(first.step, 1);
     // Rank 2's late, different step-0 vector is still judged: it is named a suspect.
     let lie: Vec<f32> = vec![-9.0; n as usize];
-    push(&mut client, "2", "cccc", vec![chunk(&inc, 0, 0, n, &lie)])
-        .await
-        .expect("late vector judged");
+    push(&mut client, "2", "cccc", vec![chunk(&inc, 0, 0, n, &lie)]).await.expect("late vector judged");
     expect(
         push(&mut client, "1", "bbbb", vec![chunk(&inc, 0, 0, n, &good)]).await,
         Code::AlreadyExists,
         "already contributed",
     );
-    // Steps 1 and 2 decided: step 0 is now stale.
-    for step in 1..3 {
-        push(
-            &mut client,
-            "0",
-            "aaaa",
-            vec![chunk(&inc, step, 0, n, &good)],
-        )
-        .await
-        .unwrap();
-        push(
-            &mut client,
-            "1",
-            "bbbb",
-            vec![chunk(&inc, step, 0, n, &good)],
-        )
-        .await
-        .unwrap();
-        let mut f = client
-            .fetch_parameters(request(FetchRequest { step: step + 1 }, "0", "aaaa"))
-            .await
-            .unwrap()
-            .into_inner();
+    // Once LATE_ROUNDS more steps are decided, step 0 is stale.
+    for step in 1..=draco_ps::LATE_ROUNDS as u64 {
+        push(&mut client, "0", "aaaa", vec![chunk(&inc, step, 0, n, &good)]).await.unwrap();
+        push(&mut client, "1", "bbbb", vec![chunk(&inc, step, 0, n, &good)]).await.unwrap();
+        let mut f =
+            client.fetch_parameters(request(FetchRequest { step: step + 1 }, "0", "aaaa")).await.unwrap().into_inner();
         assert_eq!(f.message().await.unwrap().unwrap().step, step + 1);
     }
     expect(
@@ -346,17 +211,10 @@ async fn hostile_requests_are_refused_and_counted_while_the_ps_keeps_serving() {
         ("duplicate", 2.0),
         ("stale_step", 1.0),
     ] {
-        assert!(
-            counted(&text, reason) >= at_least,
-            "reason {reason}: {}",
-            counted(&text, reason)
-        );
+        assert!(counted(&text, reason) >= at_least, "reason {reason}: {}", counted(&text, reason));
     }
-    assert!(text.contains("draco_steps_total 3"), "three steps decoded");
-    assert!(
-        text.contains("draco_suspects_total{reason=\"outvoted_in_group\",worker=\"2\"} 1"),
-        "late liar named"
-    );
+    assert!(text.contains(&format!("draco_steps_total {}", draco_ps::LATE_ROUNDS + 1)), "steps decoded");
+    assert!(text.contains("draco_suspects_total{reason=\"outvoted_in_group\",worker=\"2\"} 1"), "late liar named");
     let _ = stop_tx.send(());
     let _ = server.await;
 }

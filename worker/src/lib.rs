@@ -47,16 +47,9 @@ pub struct Credentials {
 }
 
 impl tonic::service::Interceptor for Credentials {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert(RANK_HEADER, self.rank.clone());
-        request
-            .metadata_mut()
-            .insert(AUTH_HEADER, self.bearer.clone());
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert(RANK_HEADER, self.rank.clone());
+        request.metadata_mut().insert(AUTH_HEADER, self.bearer.clone());
         Ok(request)
     }
 }
@@ -65,12 +58,7 @@ const MAX_GRPC_MESSAGE: usize = 4 * 1024 * 1024;
 
 async fn connect(opts: &WorkerOptions, credentials: &Credentials) -> anyhow::Result<Client> {
     let endpoint = Endpoint::from_shared(opts.ps_addr.clone())
-        .with_context(|| {
-            format!(
-                "DRACO_PS_ADDR: {:?} is not a URL like http://host:port",
-                opts.ps_addr
-            )
-        })?
+        .with_context(|| format!("DRACO_PS_ADDR: {:?} is not a URL like http://host:port", opts.ps_addr))?
         .initial_stream_window_size(16 * 1024 * 1024)
         .initial_connection_window_size(32 * 1024 * 1024)
         .connect_timeout(Duration::from_secs(5));
@@ -79,11 +67,9 @@ async fn connect(opts: &WorkerOptions, credentials: &Credentials) -> anyhow::Res
     loop {
         match endpoint.connect().await {
             Ok(channel) => {
-                return Ok(
-                    ParameterServerClient::with_interceptor(channel, credentials.clone())
-                        .max_decoding_message_size(MAX_GRPC_MESSAGE)
-                        .max_encoding_message_size(MAX_GRPC_MESSAGE),
-                );
+                return Ok(ParameterServerClient::with_interceptor(channel, credentials.clone())
+                    .max_decoding_message_size(MAX_GRPC_MESSAGE)
+                    .max_encoding_message_size(MAX_GRPC_MESSAGE));
             }
             Err(e) if started.elapsed() < opts.connect_deadline => {
                 tracing::debug!("PS not reachable yet ({e}); retrying in {backoff:?}");
@@ -104,30 +90,21 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<WorkerSummary> {
     opts.job.validate().context("invalid job")?;
     let rank = opts.rank;
     let job = opts.job.clone();
-    let data = tokio::task::spawn_blocking(move || {
-        draco_model::load_dataset(&job.dataset, Split::Train, job.training.seed)
-    })
-    .await??;
+    let data =
+        tokio::task::spawn_blocking(move || draco_model::load_dataset(&job.dataset, Split::Train, job.training.seed))
+            .await??;
     let mut builder = MessageBuilder::new(&opts.job, rank, &data)?;
     let layout_digest = builder.computer().layout().digest();
     let param_count = builder.computer().num_params() as u64;
     let credentials = Credentials {
         rank: rank.to_string().parse().context("rank as metadata")?,
-        bearer: format!("Bearer {}", opts.token)
-            .parse()
-            .context("DRACO_TOKEN must be printable ASCII")?,
+        bearer: format!("Bearer {}", opts.token).parse().context("DRACO_TOKEN must be printable ASCII")?,
     };
     let mut summary = WorkerSummary::default();
     let data = std::sync::Arc::new(data);
     'session: loop {
         let mut client = connect(&opts, &credentials).await?;
-        let joined = match client
-            .join(JoinRequest {
-                layout_digest,
-                param_count,
-            })
-            .await
-        {
+        let joined = match client.join(JoinRequest { layout_digest, param_count }).await {
             Ok(r) => r.into_inner(),
             Err(s) if is_transient(&s) => {
                 summary.reconnects += 1;
@@ -166,23 +143,13 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<WorkerSummary> {
                 .await?
             };
             builder = returned;
-            match push(
-                &mut client,
-                &joined.incarnation,
-                step,
-                &message.values,
-                message.loss,
-            )
-            .await
-            {
+            match push(&mut client, &joined.incarnation, step, &message.values, message.loss).await {
                 Ok(()) => {
                     summary.steps += 1;
                     summary.forged += u64::from(message.forged);
                 }
                 // Someone (our earlier attempt) already delivered, or the PS moved on.
-                Err(s)
-                    if s.code() == Code::AlreadyExists || s.message().starts_with("stale_step") => {
-                }
+                Err(s) if s.code() == Code::AlreadyExists || s.message().starts_with("stale_step") => {}
                 Err(s) if s.message().starts_with("wrong_incarnation") => {
                     tracing::warn!(rank, "the parameter server restarted: joining again");
                     continue 'session;
@@ -200,41 +167,21 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<WorkerSummary> {
 
 /// Connection-level failures (PS restarting, network blip): reconnect and rejoin.
 fn is_transient(s: &tonic::Status) -> bool {
-    matches!(
-        s.code(),
-        Code::Unavailable
-            | Code::Unknown
-            | Code::Cancelled
-            | Code::DeadlineExceeded
-            | Code::Aborted
-    )
+    matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded | Code::Aborted)
 }
 
 async fn fetch(client: &mut Client, step: u64) -> Result<(u64, Vec<f32>, bool), tonic::Status> {
-    let mut stream = client
-        .fetch_parameters(FetchRequest { step })
-        .await?
-        .into_inner();
+    let mut stream = client.fetch_parameters(FetchRequest { step }).await?.into_inner();
     let mut params = Vec::new();
     let (mut at, mut finished) = (step, false);
     while let Some(chunk) = stream.message().await? {
-        if chunk.offset != params.len() as u64
-            || chunk.data.len() % 4 != 0
-            || chunk.total > (1 << 34)
-        {
-            return Err(tonic::Status::data_loss(
-                "the PS sent parameter chunks out of order",
-            ));
+        if chunk.offset != params.len() as u64 || chunk.data.len() % 4 != 0 || chunk.total > (1 << 34) {
+            return Err(tonic::Status::data_loss("the PS sent parameter chunks out of order"));
         }
         if params.is_empty() {
             params.reserve(chunk.total as usize);
         }
-        params.extend(
-            chunk
-                .data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        );
+        params.extend(chunk.data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
         at = chunk.step;
         finished = chunk.finished;
     }
@@ -254,8 +201,7 @@ async fn push(
         .enumerate()
         .map(|(i, c)| {
             let mut data = Vec::with_capacity(c.len() * 4);
-            c.iter()
-                .for_each(|v| data.extend_from_slice(&v.to_le_bytes()));
+            c.iter().for_each(|v| data.extend_from_slice(&v.to_le_bytes()));
             GradientChunk {
                 incarnation: incarnation.to_string(),
                 step,
@@ -266,8 +212,5 @@ async fn push(
             }
         })
         .collect();
-    client
-        .push_gradient(tokio_stream::iter(chunks))
-        .await
-        .map(|_| ())
+    client.push_gradient(tokio_stream::iter(chunks)).await.map(|_| ())
 }
