@@ -19,6 +19,8 @@ use serde::Serialize;
 pub enum BenchCommand {
     /// Decoders and aggregators vs memcpy of the same input bytes.
     Decode(DecodeArgs),
+    /// Gradient streaming through a real PS vs raw TCP on loopback, and one step's time split.
+    Ingest(crate::bench_ingest::IngestArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -66,11 +68,12 @@ struct Row {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Decode(args) => decode(&args),
+        BenchCommand::Ingest(args) => crate::bench_ingest::run(&args),
     }
 }
 
 /// Fastest of up to `repeats` runs, stopping early once ~3 s were spent.
-fn time_best(repeats: usize, mut f: impl FnMut()) -> Duration {
+pub fn time_best(repeats: usize, mut f: impl FnMut()) -> Duration {
     let started = Instant::now();
     let mut best = Duration::MAX;
     for _ in 0..repeats.max(1) {

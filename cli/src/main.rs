@@ -1,6 +1,7 @@
 //! `draco`: the one binary of the project (the container image runs it too).
 
 mod bench;
+mod bench_ingest;
 mod local;
 mod processes;
 

@@ -1,0 +1,280 @@
+//! `draco bench ingest`: how fast coded gradients stream into a real PS over gRPC on loopback,
+//! as a ratio to raw TCP moving the same bytes in the same run, and where the time of one
+//! training step goes (compute, encode, transfer, decode, update) at two model sizes.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use draco_core::cyclic::CyclicCode;
+use draco_core::decoder::StepDecoder;
+use draco_core::job::{DatasetFormat, DatasetSpec, JobConfig};
+use draco_core::optimizer::Optimizer;
+use draco_model::{Architecture, Dataset, GradientComputer};
+use draco_proto::v1::parameter_server_client::ParameterServerClient;
+use draco_proto::v1::{FetchRequest, GradientChunk, JoinRequest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(clap::Args)]
+pub struct IngestArgs {
+    /// Steps pushed through the PS per model size (the fastest is reported).
+    #[arg(long, default_value_t = 5)]
+    steps: u64,
+    /// Workers pushing concurrently.
+    #[arg(long, default_value_t = 3)]
+    workers: usize,
+}
+
+/// MLP hidden widths giving d ~ 100k (101,770) and d ~ 5M (4,770,010) parameters on 28x28 inputs.
+const SIZES: [(usize, &str); 2] = [(128, "d ~ 100k"), (6000, "d ~ 5M")];
+
+pub fn run(args: &IngestArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    println!("draco bench ingest: {} workers push concurrently, best of {} steps", args.workers, args.steps);
+    println!(
+        "{:<10} {:>11} {:>10} {:>10} {:>8} | {:>10} {:>9} {:>10} {:>9} {:>9}",
+        "model",
+        "params",
+        "PS GB/s",
+        "TCP GB/s",
+        "ratio",
+        "compute ms",
+        "encode ms",
+        "transfer ms",
+        "decode ms",
+        "update ms"
+    );
+    for (hidden, label) in SIZES {
+        let job = job(args.workers, hidden, args.steps);
+        let (params, _) =
+            draco_model::initial_parameters(&Architecture::Mlp { hidden: vec![hidden] }, [1, 28, 28], 10, 1);
+        let d = params.len();
+        let (ps_seconds, bytes) = runtime.block_on(through_ps(&job, args.steps))?;
+        let tcp_seconds = runtime.block_on(raw_tcp(bytes, args.workers))?;
+        let split = step_split(&job, &params)?;
+        println!(
+            "{:<10} {:>11} {:>10.2} {:>10.2} {:>8.2} | {:>10.1} {:>9.1} {:>10.1} {:>9.1} {:>9.1}",
+            label,
+            d,
+            bytes as f64 / ps_seconds / 1e9,
+            bytes as f64 / tcp_seconds / 1e9,
+            tcp_seconds / ps_seconds,
+            split[0] * 1e3,
+            split[1] * 1e3,
+            ps_seconds * 1e3,
+            split[2] * 1e3,
+            split[3] * 1e3
+        );
+    }
+    println!("ratio = PS gRPC ingest throughput / raw TCP throughput of the same bytes (higher is better)");
+    Ok(())
+}
+
+fn job(workers: usize, hidden: usize, steps: u64) -> JobConfig {
+    let yaml = format!(
+        "apiVersion: draco.dev/v1alpha1
+kind: DracoJob
+metadata: {{name: bench}}
+spec:
+  workers: {workers}
+  redundancy: 1
+  code: none
+  aggregator: mean
+  model: {{architecture: mlp, hidden: [{hidden}]}}
+  dataset: {{format: synthetic}}
+  training: {{steps: {}, batchSize: 60, seed: 1, optimizer: {{type: sgd, learningRate: 0.01}}}}
+",
+        steps + 1
+    );
+    draco_api::DracoJob::from_yaml(&yaml).expect("bench job").job_config()
+}
+
+fn request<T>(msg: T, rank: usize, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert(draco_proto::RANK_HEADER, rank.to_string().parse().expect("ascii"));
+    r.metadata_mut().insert(draco_proto::AUTH_HEADER, format!("Bearer {token}").parse().expect("ascii"));
+    r
+}
+
+/// Pushes `steps` steps from every worker concurrently through a real PS; returns the fastest
+/// step's wall time (all pushes of that step) and the bytes one step moves.
+async fn through_ps(job: &JobConfig, steps: u64) -> anyhow::Result<(f64, usize)> {
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr());
+    let (grpc, http) = (free()?, free()?);
+    let tokens: Vec<String> = (0..job.scheme.workers).map(|i| format!("bench-token-{i}")).collect();
+    let opts = draco_ps::PsOptions {
+        job: job.clone(),
+        grpc_addr: grpc,
+        http_addr: http,
+        tokens: tokens.clone(),
+        checkpoint_dir: None,
+        linger: Duration::from_millis(100),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(draco_ps::run(opts, async move {
+        let _ = stop_rx.await;
+    }));
+    let connect = || async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?
+                .initial_stream_window_size(16 * 1024 * 1024)
+                .initial_connection_window_size(32 * 1024 * 1024);
+            match endpoint.connect().await {
+                Ok(ch) => return anyhow::Ok(ParameterServerClient::new(ch).max_decoding_message_size(8 << 20)),
+                Err(e) if Instant::now() > deadline => return Err(e.into()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    };
+    let mut clients = Vec::new();
+    for _ in 0..job.scheme.workers {
+        clients.push(connect().await?);
+    }
+    let layout = draco_model::initial_parameters(&draco_model::architecture(&job.model), [1, 28, 28], 10, 1).1;
+    let joined = clients[0]
+        .join(request(JoinRequest { layout_digest: layout.digest(), param_count: layout.len() as u64 }, 0, &tokens[0]))
+        .await?
+        .into_inner();
+    let n = joined.message_len as usize;
+    let payload: Vec<Bytes> = {
+        let values = vec![0.001f32; n];
+        values
+            .chunks(draco_proto::CHUNK_VALUES)
+            .map(|c| Bytes::from(c.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()))
+            .collect()
+    };
+    let mut best = f64::INFINITY;
+    for step in 0..steps {
+        let started = Instant::now();
+        let mut pushes = Vec::new();
+        for (rank, client) in clients.iter().enumerate() {
+            let mut client = client.clone();
+            let chunks: Vec<GradientChunk> = payload
+                .iter()
+                .enumerate()
+                .map(|(i, data)| GradientChunk {
+                    incarnation: joined.incarnation.clone(),
+                    step,
+                    offset: (i * draco_proto::CHUNK_VALUES) as u64,
+                    total: n as u64,
+                    data: data.clone(),
+                    loss: 0.0,
+                })
+                .collect();
+            let token = tokens[rank].clone();
+            pushes.push(tokio::spawn(async move {
+                client.push_gradient(request(tokio_stream::iter(chunks), rank, &token)).await
+            }));
+        }
+        for p in pushes {
+            p.await?.context("push")?;
+        }
+        best = best.min(started.elapsed().as_secs_f64());
+        // Wait for the PS to finish the step before timing the next one.
+        let mut next =
+            clients[0].fetch_parameters(request(FetchRequest { step: step + 1 }, 0, &tokens[0])).await?.into_inner();
+        while next.message().await?.is_some() {}
+    }
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    Ok((best, n * 4 * job.scheme.workers))
+}
+
+/// The same bytes over plain TCP on loopback, one connection per worker, fastest of 5.
+async fn raw_tcp(bytes: usize, workers: usize) -> anyhow::Result<f64> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let per_worker = bytes / workers;
+    let sink = tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else { break };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 1 << 20];
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let _ = socket.write_all(b"k").await;
+            });
+        }
+    });
+    let chunk = Bytes::from(vec![7u8; 1 << 20]);
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let mut senders = Vec::new();
+        for _ in 0..workers {
+            let chunk = chunk.clone();
+            senders.push(tokio::spawn(async move {
+                let mut s = tokio::net::TcpStream::connect(addr).await?;
+                let mut left = per_worker;
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    s.write_all(&chunk[..n]).await?;
+                    left -= n;
+                }
+                s.shutdown().await?;
+                let mut ack = [0u8; 1];
+                s.read_exact(&mut ack).await?;
+                anyhow::Ok(())
+            }));
+        }
+        for s in senders {
+            s.await??;
+        }
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    sink.abort();
+    Ok(best)
+}
+
+/// Seconds of [compute, encode, decode, update] for one step of a 6-worker cyclic job with
+/// r = 3 at this model size (compute = one worker's r partition gradients).
+fn step_split(job: &JobConfig, params: &[f32]) -> anyhow::Result<[f64; 4]> {
+    let d = params.len();
+    let data: Dataset = draco_model::load_dataset(
+        &DatasetSpec { format: DatasetFormat::Synthetic, path: String::new() },
+        draco_model::Split::Train,
+        1,
+    )?;
+    let mut computer = GradientComputer::new(&draco_model::architecture(&job.model), data.shape, data.classes);
+    let (p, r, batch) = (6, 3, 240);
+    let t = Instant::now();
+    let grads: Vec<Vec<f32>> = (0..r)
+        .map(|i| computer.gradient(params, &data, &((i * 40)..(i * 40 + 40)).collect::<Vec<_>>(), batch, false).0)
+        .collect();
+    let compute = t.elapsed().as_secs_f64();
+    let code = CyclicCode::new(p, r);
+    let t = Instant::now();
+    let held: Vec<&[f32]> = grads.iter().map(Vec::as_slice).collect();
+    let message = code.encode::<f32>(0, &held);
+    let encode = t.elapsed().as_secs_f64();
+    // All workers' messages, consistent: partition i's gradient is grads[i % r].
+    drop(message);
+    let messages: Vec<Vec<f32>> = (0..p)
+        .map(|j| {
+            let held: Vec<&[f32]> = (0..r).map(|k| grads[(j + k) % p % r].as_slice()).collect();
+            code.encode::<f32>(j, &held)
+        })
+        .collect();
+    let scheme = draco_core::scheme::Scheme {
+        code: draco_core::scheme::CodeKind::Cyclic,
+        workers: p,
+        redundancy: r,
+        byzantine_tolerance: 1,
+        straggler_tolerance: 0,
+        cyclic_block_size: None,
+    };
+    let decoder = StepDecoder::new(&scheme, None, d)?;
+    let slots: Vec<Option<&[f32]>> = messages.iter().map(|m| Some(m.as_slice())).collect();
+    let decode = crate::bench::time_best(3, || {
+        std::hint::black_box(decoder.decode(&slots));
+    })
+    .as_secs_f64();
+    let mut optimizer = Optimizer::new(&job.training.optimizer, d);
+    let mut p2 = params.to_vec();
+    let update = crate::bench::time_best(3, || optimizer.apply(&mut p2, &grads[0])).as_secs_f64();
+    Ok([compute, encode, decode, update])
+}
