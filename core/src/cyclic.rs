@@ -176,8 +176,8 @@ impl CyclicDecoder {
             }
         }
         let usable: Vec<Option<&[T]>> = messages.iter().map(|m| m.filter(|v| v.len() == wire_len)).collect();
-        // One pass over every received vector computes both projections.
-        let projections = parallel::map_items(&usable, wire_len, |m| m.map(|v| project(v, directions)));
+        // One pass over every received vector computes every projection.
+        let projections = project_all(&usable, directions, self.dim);
         let mut total: Option<Vec<f64>> = Some(vec![0.0; self.dim]);
         let mut failure = None;
         let mut traces = Vec::new();
@@ -236,29 +236,56 @@ fn random_direction(seed: [u8; 32], dim: usize) -> Vec<f64> {
     out
 }
 
-/// z . f for an interleaved complex vector z and each real direction f, in one pass over z.
-/// Two independent partial sums per output keep the floating-point adders busy.
-fn project<T: WireScalar>(z: &[T], directions: &[&[f64]]) -> Vec<C64> {
-    const LANES: usize = 2;
-    let mut acc = vec![[0.0f64; 2 * LANES]; directions.len()];
-    let pairs = z.len() / 2;
-    let whole = pairs - pairs % LANES;
-    for (c, zs) in z[..2 * whole].chunks_exact(2 * LANES).enumerate() {
-        let at = c * LANES;
-        for (a, f) in acc.iter_mut().zip(directions) {
-            for lane in 0..LANES {
-                a[2 * lane] += zs[2 * lane].to_f64() * f[at + lane];
-                a[2 * lane + 1] += zs[2 * lane + 1].to_f64() * f[at + lane];
+/// z_j . f for every received vector z_j (interleaved complex) and every real direction f.
+/// Threads split the coordinates; each walks them in cache-sized chunks so a chunk of every
+/// direction is loaded once and reused for all rows (the directions are as large as a message:
+/// re-reading them per row would cost more than the messages themselves). Partial sums are
+/// added in a fixed order.
+fn project_all<T: WireScalar>(messages: &[Option<&[T]>], directions: &[&[f64]], dim: usize) -> Vec<Option<Vec<C64>>> {
+    const CHUNK: usize = 2048;
+    let ranges = parallel::split(dim);
+    let rows = messages.len();
+    let partials = parallel::map_items(&ranges, dim * rows * 2 / ranges.len().max(1), |range| {
+        let mut acc = vec![vec![ZERO; directions.len()]; rows];
+        let mut start = range.start;
+        while start < range.end {
+            let end = (start + CHUNK).min(range.end);
+            for (row, m) in acc.iter_mut().zip(messages) {
+                let Some(z) = m else { continue };
+                let z = &z[2 * start..2 * end];
+                for (a, f) in row.iter_mut().zip(directions) {
+                    *a += dot_complex_real(z, &f[start..end]);
+                }
             }
+            start = end;
         }
+        acc
+    });
+    (0..rows)
+        .map(|j| {
+            messages[j]
+                .map(|_| (0..directions.len()).map(|d| partials.iter().fold(ZERO, |acc, p| acc + p[j][d])).collect())
+        })
+        .collect()
+}
+
+/// z . f for an interleaved complex chunk z and a real chunk f, with two independent partial
+/// sums per component to keep the adders busy.
+fn dot_complex_real<T: WireScalar>(z: &[T], f: &[f64]) -> C64 {
+    let mut acc = [0.0f64; 4];
+    let mut pairs = z.chunks_exact(4).zip(f.chunks_exact(2));
+    for (zs, fs) in &mut pairs {
+        acc[0] += zs[0].to_f64() * fs[0];
+        acc[1] += zs[1].to_f64() * fs[0];
+        acc[2] += zs[2].to_f64() * fs[1];
+        acc[3] += zs[3].to_f64() * fs[1];
     }
-    for k in whole..pairs {
-        for (a, f) in acc.iter_mut().zip(directions) {
-            a[0] += z[2 * k].to_f64() * f[k];
-            a[1] += z[2 * k + 1].to_f64() * f[k];
-        }
+    if f.len() % 2 == 1 {
+        let k = f.len() - 1;
+        acc[0] += z[2 * k].to_f64() * f[k];
+        acc[1] += z[2 * k + 1].to_f64() * f[k];
     }
-    acc.iter().map(|a| C64::new((0..LANES).map(|l| a[2 * l]).sum(), (0..LANES).map(|l| a[2 * l + 1]).sum())).collect()
+    C64::new(acc[0] + acc[2], acc[1] + acc[3])
 }
 
 /// total += Re(sum_h v_h z_h), in parallel over coordinate ranges; row by row over cache-sized
