@@ -106,14 +106,7 @@ fn decode(args: &DecodeArgs) -> anyhow::Result<()> {
         bail!("--dim: must be at least 1, got 0");
     }
     let s = (r - 1) / 2;
-    let scheme = |code| Scheme {
-        code,
-        workers: p,
-        redundancy: r,
-        byzantine_tolerance: s,
-        straggler_tolerance: 0,
-        cyclic_block_size: None,
-    };
+    let scheme = |code| Scheme::new(code, p, r, s);
     let want = |c: CodeChoice| args.code == CodeChoice::All || args.code == c;
     let mut rows: Vec<Row> = Vec::new();
     let mut record = |name: &str, values: usize, memcpy: Duration, t: Duration| {

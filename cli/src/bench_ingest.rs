@@ -99,21 +99,9 @@ fn request<T>(msg: T, rank: usize, token: &str) -> tonic::Request<T> {
 /// Pushes `steps` steps from every worker concurrently through a real PS; returns the fastest
 /// step's wall time (all pushes of that step) and the bytes one step moves.
 async fn through_ps(job: &JobConfig, steps: u64) -> anyhow::Result<(f64, usize)> {
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr());
-    let (grpc, http) = (free()?, free()?);
     let tokens: Vec<String> = (0..job.scheme.workers).map(|i| format!("bench-token-{i}")).collect();
-    let opts = draco_ps::PsOptions {
-        job: job.clone(),
-        grpc_addr: grpc,
-        http_addr: http,
-        tokens: tokens.clone(),
-        checkpoint_dir: None,
-        linger: Duration::from_millis(100),
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(draco_ps::run(opts, async move {
-        let _ = stop_rx.await;
-    }));
+    let ps = draco_ps::LoopbackPs::start(job.clone(), tokens.clone())?;
+    let grpc = ps.grpc;
     let connect = || async {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -176,8 +164,7 @@ async fn through_ps(job: &JobConfig, steps: u64) -> anyhow::Result<(f64, usize)>
             clients[0].fetch_parameters(request(FetchRequest { step: step + 1 }, 0, &tokens[0])).await?.into_inner();
         while next.message().await?.is_some() {}
     }
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    ps.stop().await;
     Ok((best, n * 4 * job.scheme.workers))
 }
 
@@ -259,14 +246,7 @@ fn step_split(job: &JobConfig, params: &[f32]) -> anyhow::Result<[f64; 4]> {
             code.encode::<f32>(j, &held)
         })
         .collect();
-    let scheme = draco_core::scheme::Scheme {
-        code: draco_core::scheme::CodeKind::Cyclic,
-        workers: p,
-        redundancy: r,
-        byzantine_tolerance: 1,
-        straggler_tolerance: 0,
-        cyclic_block_size: None,
-    };
+    let scheme = draco_core::scheme::Scheme::new(draco_core::scheme::CodeKind::Cyclic, p, r, 1);
     let decoder = StepDecoder::new(&scheme, None, d)?;
     let slots: Vec<Option<&[f32]>> = messages.iter().map(|m| Some(m.as_slice())).collect();
     let decode = crate::bench::time_best(3, || {

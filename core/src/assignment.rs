@@ -154,14 +154,7 @@ mod tests {
     use super::*;
 
     fn scheme(code: CodeKind, p: usize, r: usize, s: usize) -> Scheme {
-        Scheme {
-            code,
-            workers: p,
-            redundancy: r,
-            byzantine_tolerance: s,
-            straggler_tolerance: 0,
-            cyclic_block_size: None,
-        }
+        Scheme::new(code, p, r, s)
     }
 
     #[test]

@@ -63,6 +63,11 @@ fn invalid(field: &'static str, message: String) -> SchemeError {
 }
 
 impl Scheme {
+    /// A scheme without stragglers or explicit cyclic blocks (set those fields after, if needed).
+    pub fn new(code: CodeKind, workers: usize, redundancy: usize, byzantine_tolerance: usize) -> Self {
+        Scheme { code, workers, redundancy, byzantine_tolerance, straggler_tolerance: 0, cyclic_block_size: None }
+    }
+
     /// Checks every rule; the first broken one is reported.
     pub fn validate(&self) -> Result<(), SchemeError> {
         let (p, r, s, e) = (self.workers, self.redundancy, self.byzantine_tolerance, self.straggler_tolerance);

@@ -424,3 +424,37 @@ impl StepLoop<'_> {
         Some(honest.iter().sum::<f32>() * scheme.workers as f32 / honest.len() as f32 / scheme.redundancy as f32)
     }
 }
+
+/// A PS running in this process on free loopback ports (benchmarks and tests).
+pub struct LoopbackPs {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<Status>>,
+}
+
+impl LoopbackPs {
+    /// Starts `job` with these tokens, no checkpoints, on 127.0.0.1.
+    pub fn start(job: JobConfig, tokens: Vec<String>) -> anyhow::Result<LoopbackPs> {
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr());
+        let (grpc, http) = (free()?, free()?);
+        let opts = PsOptions {
+            job,
+            grpc_addr: grpc,
+            http_addr: http,
+            tokens,
+            checkpoint_dir: None,
+            linger: Duration::from_millis(100),
+        };
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run(opts, async move {
+            let _ = stop_rx.await;
+        }));
+        Ok(LoopbackPs { grpc, http, stop, task })
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}

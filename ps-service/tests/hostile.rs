@@ -30,10 +30,6 @@ spec:
     draco_api::DracoJob::from_yaml(yaml).unwrap().job_config()
 }
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 fn request<T>(msg: T, rank: &str, token: &str) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     r.metadata_mut().insert(draco_proto::RANK_HEADER, rank.parse().unwrap());
@@ -73,19 +69,8 @@ fn counted(metrics: &str, reason: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_requests_are_refused_and_counted_while_the_ps_keeps_serving() {
     let tokens: Vec<String> = vec!["aaaa".into(), "bbbb".into(), "cccc".into()];
-    let (grpc, http) = (free_addr(), free_addr());
-    let opts = draco_ps::PsOptions {
-        job: job(),
-        grpc_addr: grpc,
-        http_addr: http,
-        tokens: tokens.clone(),
-        checkpoint_dir: None,
-        linger: Duration::from_millis(100),
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(draco_ps::run(opts, async move {
-        let _ = stop_rx.await;
-    }));
+    let ps = draco_ps::LoopbackPs::start(job(), tokens.clone()).unwrap();
+    let (grpc, http) = (ps.grpc, ps.http);
     let mut client = loop {
         match ParameterServerClient::connect(format!("http://{grpc}")).await {
             Ok(c) => break c,
@@ -215,6 +200,5 @@ async fn hostile_requests_are_refused_and_counted_while_the_ps_keeps_serving() {
     }
     assert!(text.contains(&format!("draco_steps_total {}", draco_ps::LATE_ROUNDS + 1)), "steps decoded");
     assert!(text.contains("draco_suspects_total{reason=\"outvoted_in_group\",worker=\"2\"} 1"), "late liar named");
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    ps.stop().await;
 }
