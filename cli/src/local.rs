@@ -190,7 +190,8 @@ async fn run_job(job: &DracoJob, args: &RunArgs) -> anyhow::Result<bool> {
                 println!("\ninterrupted: stopping every process");
                 for w in &mut workers { w.stop().await; }
                 ps.stop().await;
-                bail!("interrupted (logs in {})", run_dir.display());
+                eprintln!("draco run: interrupted; logs in {}", run_dir.display());
+                std::process::exit(130);
             }
             _ = tokio::time::sleep(Duration::from_millis(300)) => {}
         }
