@@ -13,5 +13,8 @@ if [ ! -f "$DATA/train-images-idx3-ubyte.gz" ]; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq dataset-fashion-mnist
 fi
-# The same (dev, dependencies optimized) build the tests use, so the two README commands share it.
-exec cargo run --quiet -p draco -- run -f manifests/examples/fashion-mnist.yaml "$@"
+# Build exactly what the test command builds (the whole workspace, all targets, dev profile with
+# optimized dependencies): building only the `draco` package would unify dependency features
+# differently and compile burn a second time.
+cargo build --workspace --all-targets --locked
+exec "${CARGO_TARGET_DIR:-target}/debug/draco" run -f manifests/examples/fashion-mnist.yaml "$@"
