@@ -107,7 +107,8 @@ async fn through_ps(job: &JobConfig, steps: u64) -> anyhow::Result<(f64, usize)>
         loop {
             let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?
                 .initial_stream_window_size(16 * 1024 * 1024)
-                .initial_connection_window_size(32 * 1024 * 1024);
+                .initial_connection_window_size(32 * 1024 * 1024)
+                .max_frame_size(draco_proto::MAX_FRAME);
             match endpoint.connect().await {
                 Ok(ch) => return anyhow::Ok(ParameterServerClient::new(ch).max_decoding_message_size(8 << 20)),
                 Err(e) if Instant::now() > deadline => return Err(e.into()),

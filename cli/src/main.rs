@@ -85,7 +85,9 @@ fn read_config(path: &PathBuf) -> anyhow::Result<JobConfig> {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    // Plain text when logging to a file (as under `draco run`), colours on a terminal.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).init();
 }
 
 async fn ctrl_c() {

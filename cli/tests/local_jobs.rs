@@ -81,6 +81,17 @@ fn lies_per_worker(yaml: &str) -> Vec<u64> {
     lies
 }
 
+/// Lies each worker delivered (its `forged=` count at exit).
+fn forged_per_worker(dir: &Path, workers: usize) -> Vec<u64> {
+    (0..workers)
+        .map(|w| {
+            let log = std::fs::read_to_string(dir.join(format!("run/worker-{w}.log"))).unwrap();
+            let line = log.lines().rev().find(|l| l.contains("worker done")).expect("worker finished");
+            line.split("forged=").nth(1).and_then(|v| v.split_whitespace().next()).unwrap().parse().unwrap()
+        })
+        .collect()
+}
+
 fn named_per_worker(summary: &Value, workers: usize) -> Vec<u64> {
     let mut named = vec![0; workers];
     for s in summary["status"]["suspects"].as_array().unwrap() {
@@ -105,16 +116,15 @@ fn repetition_under_every_attack_trains_the_bit_identical_model() {
         let yaml = job_yaml("drill", "repetition", 6, 3, 1, 12, &drill);
         let summary = run(&dir.join(&name), &yaml);
         assert_eq!(summary["status"]["paramsDigest"], digest.as_str(), "{name}: the model differs from the clean run");
-        let (lies, named) = (lies_per_worker(&yaml), named_per_worker(&summary, 6));
+        let (planned, named) = (lies_per_worker(&yaml), named_per_worker(&summary, 6));
+        // A worker that fell behind skips steps (it fetches the current one), so it may tell
+        // fewer lies than planned; every lie it did deliver is judged, even one arriving after
+        // its group was decided.
+        let told = forged_per_worker(&dir.join(&name), 6);
         for w in 0..6 {
-            assert!(named[w] <= lies[w], "{name}: worker {w} named {} times but lied {} times", named[w], lies[w]);
+            assert!(told[w] <= planned[w], "{name}: worker {w} forged {} times, planned {}", told[w], planned[w]);
         }
-        // Liars are judged even when they arrive after their group was decided; only one that
-        // falls two steps behind can escape judgement.
-        assert!(
-            named.iter().sum::<u64>() * 10 >= lies.iter().sum::<u64>() * 8,
-            "{name}: named {named:?}, lied {lies:?}"
-        );
+        assert_eq!(named, told, "{name}: named vs delivered lies (planned {planned:?})");
     }
 }
 

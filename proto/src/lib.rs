@@ -12,3 +12,5 @@ pub const RANK_HEADER: &str = "draco-rank";
 pub const AUTH_HEADER: &str = "authorization";
 /// f32 values per chunk on the wire: 1 MiB of payload, a quarter of gRPC's default limit.
 pub const CHUNK_VALUES: usize = 256 * 1024;
+/// HTTP/2 frame size both ends accept: a whole chunk (plus framing) fits one frame.
+pub const MAX_FRAME: u32 = 2 * 1024 * 1024;

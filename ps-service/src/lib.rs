@@ -184,6 +184,8 @@ pub async fn run(
         tonic::transport::Server::builder()
             .initial_stream_window_size(16 * 1024 * 1024)
             .initial_connection_window_size(32 * 1024 * 1024)
+            // Frames as large as a chunk: fewer, larger HTTP/2 frames per gradient.
+            .max_frame_size(draco_proto::MAX_FRAME)
             .add_service(service)
             .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), async move {
                 let _ = grpc_stop.wait_for(|s| *s).await;
@@ -301,6 +303,12 @@ impl StepLoop<'_> {
                 Round::new(step + 1, &job.scheme, shared.message_len),
             );
             let losses = closed.losses.clone();
+            // Vectors that arrived between the decode and the close were not in the decoded
+            // snapshot: judge them now, like any late vector.
+            let judged_late: Vec<(usize, WorkerVerdict)> = (0..job.scheme.workers)
+                .filter(|&w| outcome.workers[w] == WorkerVerdict::Missing && closed.has(w))
+                .filter_map(|w| closed.verdict_of(w).map(|v| (w, v)))
+                .collect();
             {
                 let mut previous = shared.previous.lock().expect("previous round lock");
                 previous.push_back(closed);
@@ -334,6 +342,12 @@ impl StepLoop<'_> {
             {
                 let mut st = shared.status.lock().expect("status lock");
                 st.record(step - 1, &outcome, timed_out);
+                for (w, verdict) in &judged_late {
+                    if let WorkerVerdict::Suspect(reason) = verdict {
+                        st.name_suspect(step - 1, *w, reason.as_str());
+                        m.suspects.with_label_values(&[&w.to_string(), reason.as_str()]).inc();
+                    }
+                }
                 match outcome.verdict() {
                     StepVerdict::Decoded => st.decoded_steps += 1,
                     StepVerdict::Undecodable => st.undecodable_steps += 1,

@@ -74,6 +74,11 @@ impl Round {
     pub fn judge_late(&mut self, rank: usize, message: Vec<f32>) -> Option<WorkerVerdict> {
         self.tally.as_ref()?;
         self.insert(rank, message, 0.0);
+        self.verdict_of(rank)
+    }
+
+    /// The verdict on `rank`'s stored vector against its group's winner (repetition only).
+    pub fn verdict_of(&self, rank: usize) -> Option<WorkerVerdict> {
         self.tally.as_ref().map(|t| t.verdict_of(rank))
     }
 }

@@ -61,6 +61,7 @@ async fn connect(opts: &WorkerOptions, credentials: &Credentials) -> anyhow::Res
         .with_context(|| format!("DRACO_PS_ADDR: {:?} is not a URL like http://host:port", opts.ps_addr))?
         .initial_stream_window_size(16 * 1024 * 1024)
         .initial_connection_window_size(32 * 1024 * 1024)
+        .max_frame_size(draco_proto::MAX_FRAME)
         .connect_timeout(Duration::from_secs(5));
     let started = Instant::now();
     let mut backoff = Duration::from_millis(100);
