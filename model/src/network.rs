@@ -305,14 +305,8 @@ pub fn initial_parameters(
     #[allow(deprecated)]
     let device = Device::ndarray();
     let layout = Network::new(architecture, shape, classes, &device).layout();
-    let mut state = seed ^ 0x6A09_E667_F3BC_C908;
-    let mut next_unit = move || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-    };
+    let mut rng = draco_core::assignment::SplitMix64(seed ^ 0x6A09_E667_F3BC_C908);
+    let mut next_unit = move || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
     let mut params = Vec::with_capacity(layout.len());
     let mut fan_in = 1usize;
     for (_, dims, _) in &layout.entries {
