@@ -407,7 +407,8 @@ impl StepLoop<'_> {
 
     /// Decodes the current round's messages on a blocking thread.
     async fn decode(&self) -> Outcome<f32> {
-        let messages: Vec<Option<Vec<f32>>> = self.shared.round.lock().expect("round lock").messages.clone();
+        // A snapshot of pointers: vectors arriving meanwhile go into the round, not this decode.
+        let messages: Vec<Option<Arc<[f32]>>> = self.shared.round.lock().expect("round lock").messages.clone();
         let decoder = self.decoder.clone();
         let t = Instant::now();
         let outcome = tokio::task::spawn_blocking(move || {

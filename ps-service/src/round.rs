@@ -3,6 +3,8 @@
 //! cyclic code as soon as every block misses at most e messages; statistical rules when all
 //! arrived. After the straggler timeout, whatever arrived is tried.
 
+use std::sync::Arc;
+
 use draco_core::WorkerVerdict;
 use draco_core::assignment::Assignment;
 use draco_core::repetition::{RepetitionDecoder, Tally};
@@ -10,7 +12,8 @@ use draco_core::scheme::{CodeKind, Scheme};
 
 pub struct Round {
     pub step: u64,
-    pub messages: Vec<Option<Vec<f32>>>,
+    /// Shared so the decoder can take a snapshot without copying the vectors.
+    pub messages: Vec<Option<Arc<[f32]>>>,
     /// Losses the workers reported with their messages.
     pub losses: Vec<Option<f32>>,
     tally: Option<Tally>,
@@ -45,7 +48,7 @@ impl Round {
 
     /// Stores worker `rank`'s message (the caller checked it is the first for this step).
     pub fn insert(&mut self, rank: usize, message: Vec<f32>, loss: f32) {
-        self.messages[rank] = Some(message);
+        self.messages[rank] = Some(Arc::from(message));
         self.losses[rank] = Some(loss);
         if let Some(tally) = &mut self.tally {
             let messages = &self.messages;
