@@ -45,13 +45,6 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn random_token() -> String {
-    use rand_core::TryRngCore;
-    let mut buf = [0u8; 24];
-    rand_core::OsRng.try_fill_bytes(&mut buf).expect("the operating system's random source failed");
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(path)?;
@@ -106,7 +99,7 @@ async fn run_job(job: &DracoJob, args: &RunArgs) -> anyhow::Result<bool> {
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let config_path = run_dir.join("config.json");
     std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)?;
-    let tokens: Vec<String> = (0..config.scheme.workers).map(|_| random_token()).collect();
+    let tokens: Vec<String> = (0..config.scheme.workers).map(|_| draco_ps::random_hex(24)).collect();
     let tokens_path = run_dir.join("tokens");
     write_private(&tokens_path, &(tokens.join("\n") + "\n"))?;
     let (grpc_port, http_port) = (free_port()?, free_port()?);

@@ -136,7 +136,10 @@ fn a_fixed_liar_is_the_only_worker_named() {
     let liar = DracoJob::from_yaml(&yaml).unwrap().job_config().adversaries_at(0)[0];
     let summary = run(&dir, &yaml);
     let named = named_per_worker(&summary, 6);
-    assert!(named[liar] >= 12, "the liar {liar} was named only {} of 15 times", named[liar]);
+    // A liar that falls behind skips steps, so count the lies it actually delivered.
+    let told = forged_per_worker(&dir, 6);
+    assert!(told[liar] >= 1, "the drill made worker {liar} lie at least once");
+    assert_eq!(named[liar], told[liar], "every delivered lie of worker {liar} is named");
     assert_eq!(named.iter().sum::<u64>(), named[liar], "an honest worker was named: {named:?}");
 }
 

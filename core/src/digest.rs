@@ -25,6 +25,12 @@ pub fn digest_f32(v: &[f32]) -> u64 {
     h ^ (h >> 32)
 }
 
+/// FNV-1a (64-bit) of a byte stream: a stable fingerprint for logs and status (parameter
+/// vectors, model layouts). Not collision-resistant against an adversary.
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// Bit-for-bit equality (unlike `==`, distinguishes -0.0 from +0.0 and treats equal NaNs
 /// as equal).
 pub fn bits_equal(a: &[f32], b: &[f32]) -> bool {
@@ -49,6 +55,13 @@ mod tests {
         c[3] = f32::from_bits(1);
         assert_ne!(digest_f32(&a), digest_f32(&c));
         assert!(bits_equal(&a, &a.clone()));
+    }
+
+    #[test]
+    fn fnv1a_matches_the_published_test_vectors() {
+        assert_eq!(fnv1a(*b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(*b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(*b"foobar"), 0x8594_4171_f739_67e8);
     }
 
     #[test]

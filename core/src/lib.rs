@@ -17,7 +17,7 @@ pub mod attack;
 mod complex;
 pub mod cyclic;
 pub mod decoder;
-mod digest;
+pub mod digest;
 pub mod job;
 pub mod optimizer;
 pub mod outcome;

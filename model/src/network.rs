@@ -134,7 +134,7 @@ impl Layout {
     /// FNV-1a over "path:shape@offset" lines: PS and workers refuse to pair different models.
     pub fn digest(&self) -> u64 {
         let text: String = self.entries.iter().map(|(p, s, o)| format!("{p}:{s:?}@{o}\n")).collect();
-        text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+        draco_core::digest::fnv1a(text.bytes())
     }
 }
 

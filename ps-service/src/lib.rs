@@ -73,7 +73,8 @@ pub struct Shared {
     pub ready: AtomicBool,
 }
 
-fn random_hex(bytes: usize) -> String {
+/// `bytes` bytes from the OS random source, in hex: incarnation ids and worker tokens.
+pub fn random_hex(bytes: usize) -> String {
     use rand_core::TryRngCore;
     let mut buf = vec![0u8; bytes];
     rand_core::OsRng.try_fill_bytes(&mut buf).expect("the operating system's random source failed");

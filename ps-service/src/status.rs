@@ -87,8 +87,6 @@ impl Status {
 }
 
 pub fn params_digest(params: &[f32]) -> String {
-    let h = params.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
-        x.to_bits().to_le_bytes().iter().fold(h, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
-    });
+    let h = draco_core::digest::fnv1a(params.iter().flat_map(|x| x.to_bits().to_le_bytes()));
     format!("{h:016x}")
 }
