@@ -88,7 +88,7 @@ fn dataset_hint(job: &DracoJob) -> anyhow::Result<()> {
 async fn run_job(job: &DracoJob, args: &RunArgs) -> anyhow::Result<bool> {
     dataset_hint(job)?;
     let config = job.job_config();
-    let name = &job.metadata.name;
+    let name = job.name();
     let run_dir = match &args.run_dir {
         Some(d) => d.clone(),
         None => {
