@@ -27,6 +27,10 @@ pub struct RunArgs {
     /// Print one progress line every this many seconds when not on a terminal.
     #[arg(long, default_value_t = 5.0)]
     report_seconds: f64,
+    /// Write a Prometheus file-service-discovery JSON file listing the PS's and every worker's
+    /// metrics endpoint (labels draco_job, draco_role, worker), for a local Prometheus.
+    #[arg(long, value_name = "FILE")]
+    prometheus_sd: Option<PathBuf>,
 }
 
 const DEFAULT_BACKOFF_LIMIT: u32 = 3;
@@ -49,6 +53,32 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(path)?;
     f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// The file-SD target groups of a local job: one for the PS, one per worker. Target labels
+/// (not metric labels) carry the job name, the role and the worker's rank, the same names the
+/// Helm chart's scrape config gives pods, so dashboards work on both.
+pub fn prometheus_sd_targets(job: &str, ps_port: u16, worker_ports: &[u16]) -> Value {
+    let mut groups = vec![serde_json::json!({
+        "targets": [format!("127.0.0.1:{ps_port}")],
+        "labels": {"draco_job": job, "draco_role": "ps"},
+    })];
+    groups.extend(worker_ports.iter().enumerate().map(|(rank, port)| {
+        serde_json::json!({
+            "targets": [format!("127.0.0.1:{port}")],
+            "labels": {"draco_job": job, "draco_role": "worker", "worker": rank.to_string()},
+        })
+    }));
+    Value::Array(groups)
+}
+
+/// Writes the file-SD file atomically: Prometheus watches it and must never read half a file.
+fn write_prometheus_sd(path: &Path, job: &str, ps_port: u16, worker_ports: &[u16]) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(&prometheus_sd_targets(job, ps_port, worker_ports))? + "\n";
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("--prometheus-sd: writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("--prometheus-sd: renaming to {}", path.display()))?;
     Ok(())
 }
 
@@ -103,6 +133,7 @@ async fn run_job(job: &DracoJob, args: &RunArgs) -> anyhow::Result<bool> {
     let tokens_path = run_dir.join("tokens");
     write_private(&tokens_path, &(tokens.join("\n") + "\n"))?;
     let (grpc_port, http_port) = (free_port()?, free_port()?);
+    let metrics_ports: Vec<u16> = (0..config.scheme.workers).map(|_| free_port()).collect::<Result<_, _>>()?;
     let exe = std::env::current_exe().context("locating the draco binary")?;
     let s = |p: &Path| p.display().to_string();
     let mut ps = Supervised::new(
@@ -140,6 +171,8 @@ async fn run_job(job: &DracoJob, args: &RunArgs) -> anyhow::Result<bool> {
                     rank.to_string(),
                     "--ps-addr".into(),
                     ps_addr.clone(),
+                    "--metrics-addr".into(),
+                    format!("127.0.0.1:{}", metrics_ports[rank]),
                 ],
                 vec![
                     ("DRACO_TOKEN".into(), tokens[rank].clone()),
@@ -165,6 +198,13 @@ async fn run_job(job: &DracoJob, args: &RunArgs) -> anyhow::Result<bool> {
     println!(
         "  PS: gRPC 127.0.0.1:{grpc_port}, metrics http://127.0.0.1:{http_port}/metrics, status http://127.0.0.1:{http_port}/status"
     );
+    for (rank, port) in metrics_ports.iter().enumerate() {
+        println!("  worker {rank}: metrics http://127.0.0.1:{port}/metrics");
+    }
+    if let Some(path) = &args.prometheus_sd {
+        write_prometheus_sd(path, name, http_port, &metrics_ports)?;
+        println!("  Prometheus file-SD targets: {}", path.display());
+    }
 
     ps.start()?;
     for w in &mut workers {
