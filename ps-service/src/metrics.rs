@@ -2,7 +2,7 @@
 //! sets: worker rank, a fixed reason or outcome enum, a fixed phase name. Never a step, pod
 //! name, IP or UID.
 
-use draco_core::StepVerdict;
+use draco_core::{StepVerdict, SuspectReason};
 use draco_metrics::prometheus::{Gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge};
 use draco_metrics::{MetricSet, SECONDS_BUCKETS};
 
@@ -104,6 +104,11 @@ impl Metrics {
             let w = w.to_string();
             m.messages.with_label_values(&[&w]);
             m.missing.with_label_values(&[&w]);
+            // P x 4 series: without them the first lie of a worker would go unseen by
+            // increase() (a series that is born at 1 has not increased).
+            for reason in SuspectReason::ALL {
+                m.suspects.with_label_values(&[&w, reason.as_str()]);
+            }
         }
         m
     }

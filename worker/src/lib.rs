@@ -174,7 +174,6 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<WorkerSummary> {
                 Ok(()) => {
                     summary.steps += 1;
                     summary.forged += u64::from(message.forged);
-                    metrics.steps.inc();
                     metrics.step.set(step as i64);
                     metrics.sent_messages.inc();
                     metrics.sent_bytes.inc_by(message.values.len() as u64 * 4);

@@ -11,7 +11,6 @@ pub const WORKER_PHASES: [&str; 4] = ["fetch", "compute", "encode", "send"];
 pub struct WorkerMetrics {
     pub set: MetricSet,
     pub phase_seconds: HistogramVec,
-    pub steps: IntCounter,
     pub step: IntGauge,
     pub sent_bytes: IntCounter,
     pub sent_messages: IntCounter,
@@ -32,7 +31,6 @@ impl WorkerMetrics {
                 &["phase"],
                 &SECONDS_BUCKETS,
             ),
-            steps: set.counter("draco_worker_steps_total", "Steps this worker computed and delivered"),
             step: set.int_gauge("draco_worker_step", "Step of the last gradient this worker delivered"),
             sent_bytes: set
                 .counter("draco_worker_sent_bytes_total", "Coded gradient payload bytes delivered to the PS"),
