@@ -51,6 +51,7 @@ echo "tsc --strict: $(ls dashboards/*.json | wc -l) dashboards are valid @grafan
 
 echo "== live Prometheus"
 draco="${CARGO_TARGET_DIR:-target}/debug/draco"
-python3 scripts/observability/check.py live --draco "$draco" --job scripts/observability/drill-job.yaml
+# The PS is killed once mid-run: restarts and reconnects must show where the dashboard looks.
+python3 scripts/observability/check.py live --draco "$draco" --job scripts/observability/drill-job.yaml --kill-ps-at 300
 
 echo "observability checks passed in $((SECONDS - started)) s"

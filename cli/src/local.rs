@@ -362,3 +362,27 @@ fn print_summary(config: &draco_core::job::JobConfig, st: &Value, wall: Duration
         println!("  {:<7} {:<6} {:>14} {:>9}  {verdict}", w, unit, count, missing);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_sd_lists_the_ps_and_every_worker_with_target_labels() {
+        let dir = std::env::temp_dir().join(format!("draco-sd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("targets.json");
+        write_prometheus_sd(&path, "fm", 9000, &[9001, 9002]).unwrap();
+        let groups: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let groups = groups.as_array().unwrap();
+        assert_eq!(groups.len(), 3);
+        assert_eq!(groups[0]["targets"][0], "127.0.0.1:9000");
+        assert_eq!(groups[0]["labels"], serde_json::json!({"draco_job": "fm", "draco_role": "ps"}));
+        assert_eq!(groups[2]["targets"][0], "127.0.0.1:9002");
+        assert_eq!(groups[2]["labels"], serde_json::json!({"draco_job": "fm", "draco_role": "worker", "worker": "1"}));
+        assert!(!path.with_extension("json.tmp").exists(), "the temporary file is renamed away");
+        let err = write_prometheus_sd(&dir.join("missing/targets.json"), "fm", 1, &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("--prometheus-sd"), "{err:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

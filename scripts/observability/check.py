@@ -263,7 +263,7 @@ def check_live(args):
             stdout=run_log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         sel = f'draco_job="{job_name}"'
-        good_at, scrapes, fired = None, {}, set()
+        good_at, scrapes, fired, killed_at = None, {}, set(), None
         deadline = time.time() + args.timeout
         while run.poll() is None:
             if time.time() > deadline:
@@ -282,6 +282,8 @@ def check_live(args):
             except (OSError, ValueError):
                 pass
             up = int(next(values_of(targets_up), 0))
+            if args.kill_ps_at and killed_at is None:
+                killed_at = kill_ps_at_step(prom, sel, args.kill_ps_at, workdir)
             # All targets answering, each with a few scrapes of history: rates have data here.
             if expected and up == expected and next(values_of(history), 0) >= 6:
                 good_at = time.time()
@@ -307,6 +309,8 @@ def check_live(args):
             fail(f"could not scrape both a PS and a worker during the run (got {sorted(scrapes)})")
         print(f"live: evaluating at {time.strftime('%H:%M:%S', time.localtime(good_at))}, "
               f"when every target was up", flush=True)
+        if args.kill_ps_at:
+            check_restart(prom, sel, good_at, killed_at)
         check_scrapes(scrapes, workdir)
         check_panels(prom, good_at, job_name)
         check_rules(prom, fired)
@@ -320,6 +324,41 @@ def check_live(args):
             print(f"live: files kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def kill_ps_at_step(prom, sel, step, workdir):
+    """SIGKILLs the PS once it passed `step`, like a crashed pod; `draco run` restarts it."""
+    try:
+        at = next(values_of(prom.query(f"max(draco_step{{{sel}}})")), 0)
+    except (OSError, ValueError):
+        return None
+    if at < step:
+        return None
+    with open(os.path.join(workdir, "run", "pids", "ps")) as f:
+        pid = int(f.read().strip())
+    os.kill(pid, signal.SIGKILL)
+    print(f"live: killed the PS (pid {pid}) at step {at:.0f}", flush=True)
+    return time.time()
+
+
+def check_restart(prom, sel, at, killed_at):
+    """The restart must show where the dashboard looks for it, after the PS came back."""
+    if killed_at is None:
+        fail("--kill-ps-at: the PS never reached that step, nothing was killed")
+        return
+    if at < killed_at:
+        fail("after the PS was killed, Prometheus never again saw every target up")
+        return
+    window = f"[{int(at - killed_at) + 10}s]"
+    restarts = prom.query(f'sum(changes(draco_start_time_seconds{{{sel}, draco_role="ps"}}{window}))', at)
+    reconnects = prom.query(f"sum(increase(draco_worker_reconnects_total{{{sel}}}{window}))", at)
+    n_restarts = next(values_of(restarts), 0)
+    n_reconnects = next(values_of(reconnects), 0)
+    print(f"live: after the kill: PS restarts seen {n_restarts:.0f}, worker reconnects {n_reconnects:.1f}")
+    if n_restarts < 1:
+        fail("the killed PS's restart does not show in draco_start_time_seconds")
+    if n_reconnects <= 0:
+        fail("no worker counted a reconnect after the PS was killed")
 
 
 def check_scrapes(scrapes, workdir):
@@ -413,10 +452,13 @@ def render(prom, job_name, start, end, path):
     acc = series(f"max(draco_test_accuracy_ratio{{{sel}}})")
     steps = series(f"max(draco_step{{{sel}}})")
     named = series(f"sum by (worker) (draco_suspects_total{{{sel}}})")
+    named_total = series(f"sum(draco_suspects_total{{{sel}}})")
     forged = series(f"sum(draco_worker_forged_messages_total{{{sel}}})")
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
     for xs, ys in acc.values():
-        ax1.plot(xs, [100 * y for y in ys], color="tab:green", label="test accuracy (%)")
+        # The gauge reads 0 until the first evaluation: not an accuracy, so not drawn.
+        pts = [(x, 100 * y) for x, y in zip(xs, ys) if y > 0]
+        ax1.plot([p[0] for p in pts], [p[1] for p in pts], color="tab:green", label="test accuracy (%)")
     ax1.set_ylabel("test accuracy (%)")
     ax1.set_ylim(0, 100)
     ax1.grid(alpha=0.3)
@@ -427,10 +469,12 @@ def render(prom, job_name, start, end, path):
     ax1.set_title(f"Draco drill '{job_name}' as Prometheus recorded it (1 s scrapes)")
     lines = ax1.get_lines() + axs.get_lines()
     ax1.legend(lines, [l.get_label() for l in lines], loc="lower right")
-    for worker, (xs, ys) in sorted(named.items(), key=lambda kv: int(kv[0] or 0)):
-        ax2.plot(xs, ys, label=f"worker {worker} named")
     for xs, ys in forged.values():
-        ax2.plot(xs, ys, color="black", linestyle=":", linewidth=2, label="lies forged (all workers)")
+        ax2.plot(xs, ys, color="black", linewidth=4, alpha=0.25, label="lies forged (workers' count)")
+    for xs, ys in named_total.values():
+        ax2.plot(xs, ys, color="black", linestyle=":", linewidth=1.5, label="lies named (PS's count)")
+    for worker, (xs, ys) in sorted(named.items(), key=lambda kv: int(kv[0] or 0)):
+        ax2.plot(xs, ys, linewidth=1, label=f"named: worker {worker}")
     ax2.set_ylabel("suspect detections (cumulative)")
     ax2.set_xlabel("seconds since start")
     ax2.grid(alpha=0.3)
@@ -450,6 +494,7 @@ def main():
     live.add_argument("--timeout", type=float, default=120, help="seconds the job may take")
     live.add_argument("--render", help="also write this PNG (needs matplotlib)")
     live.add_argument("--keep", action="store_true", help="keep the work directory")
+    live.add_argument("--kill-ps-at", type=int, help="SIGKILL the PS once it passed this step (restart drill)")
     args = parser.parse_args()
     # SIGTERM (e.g. from the calling script's trap) runs the finally blocks that stop processes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
