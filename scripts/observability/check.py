@@ -285,7 +285,7 @@ def check_live(args):
             if args.kill_ps_at and killed_at is None:
                 killed_at = kill_ps_at_step(prom, sel, args.kill_ps_at, workdir)
             # All targets answering, each with a few scrapes of history: rates have data here.
-            if expected and up == expected and next(values_of(history), 0) >= 6:
+            if expected and up == expected and next(values_of(history), 0) >= 5:
                 good_at = time.time()
                 if not scrapes:
                     for g in groups:
@@ -303,7 +303,7 @@ def check_live(args):
         if run.returncode != 0:
             fail(f"draco run failed ({run.returncode}); its output:\n" + open(run_log.name).read()[-3000:])
         if good_at is None:
-            raise SystemExit(f"FAIL: Prometheus never saw every target of {job_name} up with 6 s of history; "
+            raise SystemExit(f"FAIL: Prometheus never saw every target of {job_name} up with 5 s of history; "
                              f"see {run_log.name} and {prom.log.name}")
         if set(scrapes) != {"ps", "worker"}:
             fail(f"could not scrape both a PS and a worker during the run (got {sorted(scrapes)})")
@@ -312,7 +312,8 @@ def check_live(args):
         if args.kill_ps_at:
             check_restart(prom, sel, good_at, killed_at)
         check_scrapes(scrapes, workdir)
-        check_panels(prom, good_at, job_name)
+        live_names = {n for text in scrapes.values() for n in scrape_families(text)}
+        check_panels(prom, good_at, job_name, live_names)
         check_rules(prom, fired)
         if args.render:
             render(prom, job_name, started, time.time(), args.render)
@@ -385,9 +386,10 @@ def check_scrapes(scrapes, workdir):
             fail(f"docs/metrics.md ## {section} lists {name}, the live {role} scrape has no such metric")
 
 
-def check_panels(prom, at, job_name):
+def check_panels(prom, at, job_name, live_names):
     docs = documented_metrics()
     documented = {n: k for section in docs.values() for n, k in section.items()}
+    operator = set(docs.get("Operator", {}))
     histograms = {n for n, k in documented.items() if k == "histogram"}
     with_data, allowed_empty, total = 0, 0, 0
     for name, d in load_dashboards().items():
@@ -402,6 +404,8 @@ def check_panels(prom, at, job_name):
             for metric in expr_metrics(expr, histograms) - PROMETHEUS_SERIES:
                 if metric not in documented:
                     fail(f"{where}: metric {metric} is neither exported nor documented in docs/metrics.md")
+                elif metric not in operator and metric not in live_names:
+                    fail(f"{where}: metric {metric} is not in the live PS or worker scrape")
             try:
                 result = prom.query(expr, at)
             except ValueError as e:
@@ -451,9 +455,10 @@ def render(prom, job_name, start, end, path):
 
     acc = series(f"max(draco_test_accuracy_ratio{{{sel}}})")
     steps = series(f"max(draco_step{{{sel}}})")
-    named = series(f"sum by (worker) (draco_suspects_total{{{sel}}})")
-    named_total = series(f"sum(draco_suspects_total{{{sel}}})")
-    forged = series(f"sum(draco_worker_forged_messages_total{{{sel}}})")
+    # last_over_time: a worker that already exited at the end still counts its lies.
+    named = series(f"sum by (worker) (last_over_time(draco_suspects_total{{{sel}}}[30s]))")
+    named_total = series(f"sum(last_over_time(draco_suspects_total{{{sel}}}[30s]))")
+    forged = series(f"sum(last_over_time(draco_worker_forged_messages_total{{{sel}}}[30s]))")
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
     for xs, ys in acc.values():
         # The gauge reads 0 until the first evaluation: not an accuracy, so not drawn.

@@ -26,7 +26,7 @@ impl WorkerMetrics {
         let m = WorkerMetrics {
             phase_seconds: set.histogram_vec(
                 "draco_worker_step_phase_seconds",
-                "Time per step in each phase: fetch (parameters), compute (gradients), encode (code, drill \
+                "Time per step in each phase: fetch (waiting for and receiving the step's parameters), compute (gradients), encode (code, drill \
                  forgery, wire format), send (stream to the PS)",
                 &["phase"],
                 &SECONDS_BUCKETS,
