@@ -315,6 +315,7 @@ def check_live(args):
         live_names = {n for text in scrapes.values() for n in scrape_families(text)}
         check_panels(prom, good_at, job_name, live_names)
         check_rules(prom, fired)
+        check_lies_named(prom, sel, good_at)
         if args.render:
             render(prom, job_name, started, time.time(), args.render)
     finally:
@@ -360,6 +361,17 @@ def check_restart(prom, sel, at, killed_at):
         fail("the killed PS's restart does not show in draco_start_time_seconds")
     if n_reconnects <= 0:
         fail("no worker counted a reconnect after the PS was killed")
+
+
+def check_lies_named(prom, sel, at):
+    """The numbers must mean something: lies the workers counted forging and lies the PS named
+    agree (up to scrape skew and lies lost with a killed PS)."""
+    window = SUBSTITUTIONS["$__range"]
+    forged = next(values_of(prom.query(f"sum(increase(draco_worker_forged_messages_total{{{sel}}}[{window}]))", at)), 0)
+    named = next(values_of(prom.query(f"sum(increase(draco_suspects_total{{{sel}}}[{window}]))", at)), 0)
+    print(f"live: lies forged by the workers {forged:.0f}, named by the PS {named:.0f} (extrapolated increases)")
+    if forged <= 0 or abs(forged - named) > 0.15 * forged:
+        fail(f"the drill's lies: workers forged {forged:.1f}, the PS named {named:.1f} (want both > 0, within 15%)")
 
 
 def check_scrapes(scrapes, workdir):
