@@ -52,6 +52,13 @@ echo "tsc --strict: $(ls dashboards/*.json | wc -l) dashboards are valid @grafan
 echo "== live Prometheus"
 draco="${CARGO_TARGET_DIR:-target}/debug/draco"
 # The PS is killed once mid-run: restarts and reconnects must show where the dashboard looks.
-python3 scripts/observability/check.py live --draco "$draco" --job scripts/observability/drill-job.yaml --kill-ps-at 300
+# check.py stops Prometheus and the job itself (also on SIGTERM); the trap forwards our own
+# interruption to it, which a foreground child would not get in time.
+python3 scripts/observability/check.py live --draco "$draco" --job scripts/observability/drill-job.yaml \
+  --kill-ps-at 300 &
+live=$!
+trap 'kill -TERM "$live" 2>/dev/null; wait "$live" 2>/dev/null' EXIT INT TERM
+wait "$live"
+trap - EXIT INT TERM
 
 echo "observability checks passed in $((SECONDS - started)) s"

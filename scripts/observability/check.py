@@ -251,7 +251,7 @@ def check_live(args):
     sd_file = os.path.join(workdir, "targets.json")
     with open(sd_file, "w") as f:
         f.write("[]\n")  # Prometheus starts before the job: no targets yet
-    prom, run = None, None
+    prom, run, crashed = None, None, False
     started = time.time()
     try:
         prom = Prometheus(workdir, sd_file)
@@ -287,11 +287,13 @@ def check_live(args):
             # All targets answering, each with a few scrapes of history: rates have data here.
             if expected and up == expected and next(values_of(history), 0) >= 5:
                 good_at = time.time()
-                if not scrapes:
-                    for g in groups:
-                        role = g["labels"]["draco_role"]
-                        if role not in scrapes:
+                for g in groups:
+                    role = g["labels"]["draco_role"]
+                    if role not in scrapes:
+                        try:
                             scrapes[role] = http_get(f"http://{g['targets'][0]}/metrics")
+                        except OSError:
+                            pass  # e.g. the PS being killed right now: the next round retries
             try:
                 for a in prom.api("alerts")["alerts"]:
                     if a["state"] == "firing" and a["labels"].get("draco_job") == job_name:
@@ -318,11 +320,14 @@ def check_live(args):
         check_lies_named(prom, sel, good_at)
         if args.render:
             render(prom, job_name, started, time.time(), args.render)
+    except BaseException:
+        crashed = True  # keep the logs the message points at
+        raise
     finally:
         stop_process(run)
         if prom:
             prom.stop()
-        if failures or args.keep:
+        if failures or crashed or args.keep:
             print(f"live: files kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
