@@ -45,7 +45,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A loopback port that is free now and that outgoing connections will not take meanwhile.
+/// A port from `bind(0)` lies in the kernel's ephemeral range, where every outgoing connection
+/// (a worker's gRPC channel, say) also gets its local port: between our probe and the child's
+/// bind, one of those can grab it and the child fails with "address in use", restart after
+/// restart. So: random ports below the ephemeral range, probed; `bind(0)` only as a fallback.
 fn free_port() -> anyhow::Result<u16> {
+    use rand_core::{RngCore, TryRngCore};
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const LOWEST: u16 = 10000;
+    if ephemeral_start > LOWEST + 1000 {
+        let mut rng = rand_core::OsRng.unwrap_err();
+        for _ in 0..200 {
+            let port = LOWEST + (rng.next_u32() % u32::from(ephemeral_start - LOWEST)) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -132,8 +152,15 @@ async fn run_job(job: &DracoJob, args: &RunArgs) -> anyhow::Result<bool> {
     let tokens: Vec<String> = (0..config.scheme.workers).map(|_| draco_ps::random_hex(24)).collect();
     let tokens_path = run_dir.join("tokens");
     write_private(&tokens_path, &(tokens.join("\n") + "\n"))?;
-    let (grpc_port, http_port) = (free_port()?, free_port()?);
-    let metrics_ports: Vec<u16> = (0..config.scheme.workers).map(|_| free_port()).collect::<Result<_, _>>()?;
+    // Distinct ports: each probe's listener is closed again, so one port could come up twice.
+    let mut ports: Vec<u16> = Vec::new();
+    while ports.len() < 2 + config.scheme.workers {
+        let p = free_port()?;
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+    let (grpc_port, http_port, metrics_ports) = (ports[0], ports[1], ports[2..].to_vec());
     let exe = std::env::current_exe().context("locating the draco binary")?;
     let s = |p: &Path| p.display().to_string();
     let mut ps = Supervised::new(
