@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's one test command (README "Run the tests"; .ci/run calls exactly this).
-# Format check, clippy with warnings denied, then every test of the workspace.
+# Format check, clippy with warnings denied, every test of the workspace, then the
+# observability checks (real Prometheus, promtool, dashboards type-checked; needs the build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,3 +12,4 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+scripts/test-observability.sh

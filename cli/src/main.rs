@@ -76,6 +76,9 @@ struct WorkerArgs {
     /// Give up when the PS stays unreachable this long.
     #[arg(long, default_value_t = 120.0)]
     connect_deadline_seconds: f64,
+    /// Where this worker serves /metrics and /healthz (port 0: any free port, logged).
+    #[arg(long, env = "DRACO_METRICS_ADDR", default_value = "0.0.0.0:9091")]
+    metrics_addr: SocketAddr,
 }
 
 fn read_config(path: &PathBuf) -> anyhow::Result<JobConfig> {
@@ -159,6 +162,7 @@ fn main() -> anyhow::Result<()> {
                 token: args.token,
                 ps_addr: args.ps_addr,
                 connect_deadline: Duration::from_secs_f64(args.connect_deadline_seconds.max(0.0)),
+                metrics_addr: Some(args.metrics_addr),
             };
             let summary = runtime()?.block_on(async {
                 tokio::select! {

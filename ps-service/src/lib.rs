@@ -119,7 +119,7 @@ pub async fn run(
         restored_status =
             std::fs::read(dir.join(STATUS_FILE)).ok().and_then(|b| serde_json::from_slice::<Status>(&b).ok());
     }
-    let metrics = Metrics::new(job.scheme.workers, job.scheme.redundancy);
+    let metrics = Metrics::new(job.scheme.workers, job.scheme.redundancy, job.training.steps);
     metrics.resumed_from_step.set(step as i64);
     metrics.step.set(step as i64);
     let incarnation = random_hex(8);
