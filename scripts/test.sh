@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's one test command (README "Run the tests"; .ci/run calls exactly this).
-# Format check, clippy with warnings denied, then every test of the workspace.
+# Format check, clippy with warnings denied, then every test of the workspace, then the Helm
+# chart checks (real helm + kubernetes-validate, installed into .tools/ on first use).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,3 +12,5 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+scripts/test-chart.sh
