@@ -119,6 +119,32 @@ else
   echo "note: promtool not installed (Debian package prometheus): rendered rules not compiled"
 fi
 
+# `helm package` follows the symlinks too: the archive a user installs renders the same.
+packaged() {
+  helm_quiet package "$CHART" -d "$WORK/pkg" >/dev/null &&
+    helm_quiet template draco "$WORK"/pkg/draco-*.tgz -n "$RELEASE_NS" -f "$NS_VALUES" >"$WORK/pkg.yaml" &&
+    diff -u "$WORK/namespaced.yaml" "$WORK/pkg.yaml" &&
+    echo "  $(tar tzf "$WORK"/pkg/draco-*.tgz | grep -cE '/(dashboards|alerts|crds)/') dashboard, rule and CRD files in the archive"
+}
+run "the packaged chart carries dashboards/, alerts/ and crds/ and renders the same" packaged
+
+# NOTES.txt is not rendered by `helm template`, and `helm install --dry-run` needs a cluster:
+# render it as an ordinary template from a copy of the chart.
+notes() {
+  local mode="$1"; shift
+  rm -rf "$WORK/notes" && cp -rL "$CHART" "$WORK/notes" &&
+    mv "$WORK/notes/templates/NOTES.txt" "$WORK/notes/notes-source.txt" &&
+    printf '%s\n' 'apiVersion: v1' 'kind: ConfigMap' 'metadata: {name: notes}' 'data:' \
+      '  notes: {{ tpl (.Files.Get "notes-source.txt") . | toJson }}' >"$WORK/notes/templates/notes.yaml" &&
+    "$HELM" template draco "$WORK/notes" -n "$RELEASE_NS" --show-only templates/notes.yaml "$@" |
+    "$PY" -c 'import sys, yaml; print(yaml.safe_load(sys.stdin)["data"]["notes"])' >"$WORK/notes.txt" || return 1
+  for want in "kubectl get dj" ".status.byzantine.suspects" "kubectl apply --server-side -f charts/draco/crds/" "$mode"; do
+    grep -qF -- "$want" "$WORK/notes.txt" || { echo "NOTES.txt lacks: $want"; cat "$WORK/notes.txt"; return 1; }
+  done
+}
+run "NOTES.txt renders (cluster-wide)" notes "in every namespace"
+run "NOTES.txt renders (namespaced)" notes "in namespace $NS_WATCHED only" -f "$NS_VALUES"
+
 # --- values.schema.json ----------------------------------------------------------------------
 must_fail "schema rejects replicaCount=abc" helm_quiet template t "$CHART" --set replicaCount=abc
 must_fail "schema rejects replicaCount=2 (no leader election)" helm_quiet template t "$CHART" --set replicaCount=2
