@@ -7,6 +7,7 @@ python, which has PyYAML and kubernetes-validate).
   chart_checks.py rbac FILE MODE [NS]    MODE cluster|namespaced: the RBAC is exactly the
                                          operator's access, no wildcard, no read on Secrets
   chart_checks.py operator FILE MODE [NS] the operator Deployment's hardening and arguments
+  chart_checks.py examples CRD FILE...   every DracoJob in FILEs validates against the CRD schema
 
 Each prints what it checked and exits 1 with the reasons on failure.
 """
@@ -361,8 +362,57 @@ def cmd_operator(path, mode, namespace=None):
     print(f"  operator Deployment ({mode}): hardened, probes, args {args}")
 
 
+def _strict(schema):
+    """The API server drops unknown fields (or rejects them with strict field validation):
+    make that visible by forbidding them wherever the CRD lists the properties."""
+    if isinstance(schema, dict):
+        schema = {k: _strict(v) for k, v in schema.items()}
+        if ("properties" in schema and "additionalProperties" not in schema
+                and not schema.get("x-kubernetes-preserve-unknown-fields")):
+            schema["additionalProperties"] = False
+        return schema
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+def cmd_examples(crd_path, *paths):
+    import jsonschema  # installed with kubernetes-validate
+
+    (crd,) = [d for d in load(crd_path) if d.get("kind") == "CustomResourceDefinition"]
+    group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+    schemas = {f"{group}/{v['name']}": _strict(v["schema"]["openAPIV3Schema"])
+               for v in crd["spec"]["versions"] if v.get("served")}
+    problems, checked = [], []
+    for path in paths:
+        for doc in load(path):
+            if doc.get("kind") != kind:
+                continue
+            schema = schemas.get(doc.get("apiVersion"))
+            where = f"{path}: {label(doc)}"
+            if schema is None:
+                problems.append(f"{where}: apiVersion {doc.get('apiVersion')} is not served")
+                continue
+            body = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")}
+            body.update({"apiVersion": doc["apiVersion"], "kind": kind,
+                         "metadata": doc.get("metadata", {})})
+            errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(body),
+                            key=lambda e: list(e.path))
+            for e in errors:
+                problems.append(f"{where}: {'.'.join(map(str, e.path)) or '(root)'}: {e.message}")
+            if not errors:
+                checked.append(where)
+    if not checked and not problems:
+        problems.append(f"no {kind} found in {paths}")
+    if problems:
+        fail(problems)
+    print(f"  {len(checked)} {kind}s valid against {crd_path} (unknown fields rejected): "
+          + ", ".join(checked))
+
+
 if __name__ == "__main__":
-    cmds = {"validate": cmd_validate, "rbac": cmd_rbac, "operator": cmd_operator}
+    cmds = {"validate": cmd_validate, "rbac": cmd_rbac, "operator": cmd_operator,
+            "examples": cmd_examples}
     if len(sys.argv) < 3 or sys.argv[1] not in cmds:
         sys.exit(__doc__)
     cmds[sys.argv[1]](*sys.argv[2:])

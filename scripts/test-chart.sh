@@ -181,5 +181,13 @@ run "kubernetes-validate --strict -k 1.33.0 (manifests/install.yaml, CRD include
   "$KV" --strict -k 1.33.0 --quiet manifests/install.yaml
 run "every document validated (manifests/install.yaml)" "$PY" "$CHECKS" validate manifests/install.yaml
 
+# --- the examples against the CRD the chart installs ------------------------------------------
+CRD_FILE=$CHART/crds/dracojobs.draco.dev.yaml
+run "every example DracoJob validates against $CRD_FILE" \
+  "$PY" "$CHECKS" examples "$CRD_FILE" manifests/examples/*.yaml
+sed 's/^  redundancy:/  redundancyy:/' manifests/examples/fashion-mnist-k8s.yaml >"$WORK/bad-job.yaml"
+must_fail "CRD schema check rejects a misspelt DracoJob field" \
+  "$PY" "$CHECKS" examples "$CRD_FILE" "$WORK/bad-job.yaml"
+
 echo "chart: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
