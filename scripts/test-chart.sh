@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 TOOLS_BIN="$(scripts/install-k8s-tools.sh)"
 HELM="$TOOLS_BIN/helm"
 KV="$TOOLS_BIN/kubernetes-validate"
-PY="$PWD/.tools/venv/bin/python"
+PY="$TOOLS_BIN/k8s-python"
 CHECKS="scripts/chart_checks.py"
 CHART=charts/draco
 NS_VALUES=$CHART/ci/namespaced-values.yaml
