@@ -65,7 +65,8 @@ kubectl wait --for=condition=Established crd/dracojobs.draco.dev --timeout=60s
 "$HELM" upgrade --install draco charts/draco \
   --namespace "$RELEASE_NAMESPACE" --create-namespace \
   --set image.repository=draco --set image.tag=0.1.0 --set image.pullPolicy=IfNotPresent \
-  --wait --timeout 3m
+  --set jobImagePullPolicy=IfNotPresent \
+  --wait --timeout 3m # the images were loaded into the nodes: never pull them
 kubectl -n "$RELEASE_NAMESPACE" rollout status deployment/draco --timeout=120s
 
 diagnose() {
