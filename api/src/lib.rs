@@ -1,111 +1,25 @@
 //! The `DracoJob` resource (group `draco.dev`, version `v1alpha1`): one YAML that runs the same
 //! job on a laptop (`draco run -f`) and on a cluster (`kubectl apply -f`). Loading rejects
-//! unknown fields (typos never pass silently); validation checks every cross-field rule with
-//! errors naming the field and the value; `job_config` gives the runtime configuration.
+//! unknown fields in the spec (typos never pass silently); validation checks every cross-field
+//! rule with errors naming the field and the value; `job_config` gives the runtime configuration.
+//! `resource` holds the types (and the CRD derive), `status` what the operator reports, `schema`
+//! the CRD the API server gets, with the same rules as CEL.
+
+pub mod resource;
+pub mod schema;
+pub mod status;
 
 use std::path::Path;
 
-use draco_core::job::{AdversarySpec, CheckpointSpec, DatasetSpec, JobConfig, JobError, ModelSpec, TrainingSpec};
-use draco_core::scheme::{CodeKind, Scheme};
-use draco_core::statistical::Aggregator;
-use serde::{Deserialize, Serialize};
+use draco_core::job::{CheckpointSpec, JobConfig, JobError};
+use draco_core::scheme::Scheme;
+
+pub use resource::{CleanPodPolicy, DracoJob, DracoJobSpec, ReplicaSpec, RestartPolicy, RunPolicy};
+pub use schema::MAX_NAME_LEN;
+pub use status::DracoJobStatus;
 
 pub const API_VERSION: &str = "draco.dev/v1alpha1";
 pub const KIND: &str = "DracoJob";
-/// Kubernetes object names are DNS labels of at most 63 characters; the longest child name is
-/// `<job>-worker-<rank>`, so the job name leaves room for that suffix.
-pub const MAX_NAME_LEN: usize = 63 - "-worker-1023".len();
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DracoJob {
-    pub api_version: String,
-    pub kind: String,
-    pub metadata: ObjectMeta,
-    pub spec: DracoJobSpec,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ObjectMeta {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub labels: std::collections::BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub annotations: std::collections::BTreeMap<String, String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DracoJobSpec {
-    /// P: workers, and data partitions.
-    pub workers: usize,
-    /// r: workers computing each partition.
-    pub redundancy: usize,
-    pub code: CodeKind,
-    /// With `code: none` only (default mean).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aggregator: Option<Aggregator>,
-    /// s: liars tolerated per group/block.
-    #[serde(default)]
-    pub byzantine_tolerance: usize,
-    /// e: missing workers tolerated per group/block.
-    #[serde(default)]
-    pub straggler_tolerance: usize,
-    #[serde(default = "default_straggler_timeout")]
-    pub straggler_timeout_seconds: f64,
-    /// Cyclic only: workers per block (default: the fewest blocks inside the numerical envelope).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cyclic_block_size: Option<usize>,
-    pub model: ModelSpec,
-    pub dataset: DatasetSpec,
-    pub training: TrainingSpec,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checkpoint: Option<CheckpointSpec>,
-    /// Opt-in drill: some workers lie on purpose.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub adversary: Option<AdversarySpec>,
-    /// Kubeflow-style run policy (used by the operator; the local runner honours backoffLimit).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_policy: Option<RunPolicy>,
-    /// Pod template overrides for the PS and the workers (used by the operator).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ps: Option<ReplicaSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub worker: Option<ReplicaSpec>,
-}
-
-fn default_straggler_timeout() -> f64 {
-    30.0
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RunPolicy {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clean_pod_policy: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ttl_seconds_after_finished: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub active_deadline_seconds: Option<i64>,
-    /// Restarts allowed before the job fails.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backoff_limit: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub suspend: Option<bool>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ReplicaSpec {
-    /// A Kubernetes pod template (free-form here; the operator merges it into the pods).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restart_policy: Option<String>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -119,7 +33,27 @@ pub enum LoadError {
 
 impl DracoJob {
     pub fn from_yaml(text: &str) -> Result<DracoJob, String> {
+        // The type header first, so a PyTorchJob or a v1beta1 gets a plain answer instead of a
+        // complaint about some spec field.
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct TypeHeader {
+            api_version: Option<String>,
+            kind: Option<String>,
+        }
+        let header: TypeHeader = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+        if header.api_version.as_deref() != Some(API_VERSION) {
+            return Err(format!("apiVersion must be {API_VERSION}, got {:?}", header.api_version.unwrap_or_default()));
+        }
+        if header.kind.as_deref() != Some(KIND) {
+            return Err(format!("kind must be {KIND}, got {:?}", header.kind.unwrap_or_default()));
+        }
         serde_saphyr::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// `metadata.name` ("" when missing; `validate` refuses that).
+    pub fn name(&self) -> &str {
+        self.metadata.name.as_deref().unwrap_or("")
     }
 
     /// Reads, parses and validates a DracoJob YAML file.
@@ -134,13 +68,7 @@ impl DracoJob {
     /// Every rule, the first broken one reported.
     pub fn validate(&self) -> Result<(), JobError> {
         let bad = |field: &str, message: String| JobError { field: field.to_string(), message };
-        if self.api_version != API_VERSION {
-            return Err(bad("apiVersion", format!("must be {API_VERSION}, got {:?}", self.api_version)));
-        }
-        if self.kind != KIND {
-            return Err(bad("kind", format!("must be {KIND}, got {:?}", self.kind)));
-        }
-        let name = &self.metadata.name;
+        let name = self.name();
         let dns_label = !name.is_empty()
             && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !name.starts_with('-')
@@ -166,7 +94,7 @@ impl DracoJob {
     pub fn job_config(&self) -> JobConfig {
         let s = &self.spec;
         JobConfig {
-            name: self.metadata.name.clone(),
+            name: self.name().to_string(),
             scheme: Scheme {
                 code: s.code,
                 workers: s.workers,
@@ -232,8 +160,8 @@ spec:
         assert_eq!(long.validate().unwrap_err().field, "metadata.name");
         let upper = DracoJob::from_yaml(&EXAMPLE.replace("name: fmnist", "name: FMNIST")).unwrap();
         assert_eq!(upper.validate().unwrap_err().field, "metadata.name");
-        let kind = DracoJob::from_yaml(&EXAMPLE.replace("kind: DracoJob", "kind: PyTorchJob")).unwrap();
-        assert_eq!(kind.validate().unwrap_err().field, "kind");
+        let kind = DracoJob::from_yaml(&EXAMPLE.replace("kind: DracoJob", "kind: PyTorchJob")).unwrap_err();
+        assert!(kind.contains("kind must be DracoJob, got \"PyTorchJob\""), "{kind}");
         let s2 = DracoJob::from_yaml(&EXAMPLE.replace("byzantineTolerance: 1", "byzantineTolerance: 2")).unwrap();
         assert_eq!(s2.validate().unwrap_err().field, "byzantineTolerance");
     }

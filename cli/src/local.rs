@@ -27,6 +27,10 @@ pub struct RunArgs {
     /// Print one progress line every this many seconds when not on a terminal.
     #[arg(long, default_value_t = 5.0)]
     report_seconds: f64,
+    /// Write a Prometheus file-service-discovery JSON file listing the PS's and every worker's
+    /// metrics endpoint (labels draco_job, draco_role, worker), for a local Prometheus.
+    #[arg(long, value_name = "FILE")]
+    prometheus_sd: Option<PathBuf>,
 }
 
 const DEFAULT_BACKOFF_LIMIT: u32 = 3;
@@ -41,7 +45,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A loopback port that is free now and that outgoing connections will not take meanwhile.
+/// A port from `bind(0)` lies in the kernel's ephemeral range, where every outgoing connection
+/// (a worker's gRPC channel, say) also gets its local port: between our probe and the child's
+/// bind, one of those can grab it and the child fails with "address in use", restart after
+/// restart. So: random ports below the ephemeral range, probed; `bind(0)` only as a fallback.
 fn free_port() -> anyhow::Result<u16> {
+    use rand_core::{RngCore, TryRngCore};
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const LOWEST: u16 = 10000;
+    if ephemeral_start > LOWEST + 1000 {
+        let mut rng = rand_core::OsRng.unwrap_err();
+        for _ in 0..200 {
+            let port = LOWEST + (rng.next_u32() % u32::from(ephemeral_start - LOWEST)) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -49,6 +73,32 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(path)?;
     f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// The file-SD target groups of a local job: one for the PS, one per worker. Target labels
+/// (not metric labels) carry the job name, the role and the worker's rank, the same names the
+/// Helm chart's scrape config gives pods, so dashboards work on both.
+pub fn prometheus_sd_targets(job: &str, ps_port: u16, worker_ports: &[u16]) -> Value {
+    let mut groups = vec![serde_json::json!({
+        "targets": [format!("127.0.0.1:{ps_port}")],
+        "labels": {"draco_job": job, "draco_role": "ps"},
+    })];
+    groups.extend(worker_ports.iter().enumerate().map(|(rank, port)| {
+        serde_json::json!({
+            "targets": [format!("127.0.0.1:{port}")],
+            "labels": {"draco_job": job, "draco_role": "worker", "worker": rank.to_string()},
+        })
+    }));
+    Value::Array(groups)
+}
+
+/// Writes the file-SD file atomically: Prometheus watches it and must never read half a file.
+fn write_prometheus_sd(path: &Path, job: &str, ps_port: u16, worker_ports: &[u16]) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(&prometheus_sd_targets(job, ps_port, worker_ports))? + "\n";
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("--prometheus-sd: writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("--prometheus-sd: renaming to {}", path.display()))?;
     Ok(())
 }
 
@@ -88,7 +138,7 @@ fn dataset_hint(job: &DracoJob) -> anyhow::Result<()> {
 async fn run_job(job: &DracoJob, args: &RunArgs) -> anyhow::Result<bool> {
     dataset_hint(job)?;
     let config = job.job_config();
-    let name = &job.metadata.name;
+    let name = job.name();
     let run_dir = match &args.run_dir {
         Some(d) => d.clone(),
         None => {
@@ -102,7 +152,15 @@ async fn run_job(job: &DracoJob, args: &RunArgs) -> anyhow::Result<bool> {
     let tokens: Vec<String> = (0..config.scheme.workers).map(|_| draco_ps::random_hex(24)).collect();
     let tokens_path = run_dir.join("tokens");
     write_private(&tokens_path, &(tokens.join("\n") + "\n"))?;
-    let (grpc_port, http_port) = (free_port()?, free_port()?);
+    // Distinct ports: each probe's listener is closed again, so one port could come up twice.
+    let mut ports: Vec<u16> = Vec::new();
+    while ports.len() < 2 + config.scheme.workers {
+        let p = free_port()?;
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+    let (grpc_port, http_port, metrics_ports) = (ports[0], ports[1], ports[2..].to_vec());
     let exe = std::env::current_exe().context("locating the draco binary")?;
     let s = |p: &Path| p.display().to_string();
     let mut ps = Supervised::new(
@@ -140,6 +198,8 @@ async fn run_job(job: &DracoJob, args: &RunArgs) -> anyhow::Result<bool> {
                     rank.to_string(),
                     "--ps-addr".into(),
                     ps_addr.clone(),
+                    "--metrics-addr".into(),
+                    format!("127.0.0.1:{}", metrics_ports[rank]),
                 ],
                 vec![
                     ("DRACO_TOKEN".into(), tokens[rank].clone()),
@@ -165,6 +225,13 @@ async fn run_job(job: &DracoJob, args: &RunArgs) -> anyhow::Result<bool> {
     println!(
         "  PS: gRPC 127.0.0.1:{grpc_port}, metrics http://127.0.0.1:{http_port}/metrics, status http://127.0.0.1:{http_port}/status"
     );
+    for (rank, port) in metrics_ports.iter().enumerate() {
+        println!("  worker {rank}: metrics http://127.0.0.1:{port}/metrics");
+    }
+    if let Some(path) = &args.prometheus_sd {
+        write_prometheus_sd(path, name, http_port, &metrics_ports)?;
+        println!("  Prometheus file-SD targets: {}", path.display());
+    }
 
     ps.start()?;
     for w in &mut workers {
@@ -320,5 +387,29 @@ fn print_summary(config: &draco_core::job::JobConfig, st: &Value, wall: Duration
         let unit = assignment.as_ref().map_or(0, |a| a.unit_of(w));
         let verdict = if count > 0 { format!("LIED ({})", reasons.join(", ")) } else { "honest".to_string() };
         println!("  {:<7} {:<6} {:>14} {:>9}  {verdict}", w, unit, count, missing);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_sd_lists_the_ps_and_every_worker_with_target_labels() {
+        let dir = std::env::temp_dir().join(format!("draco-sd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("targets.json");
+        write_prometheus_sd(&path, "fm", 9000, &[9001, 9002]).unwrap();
+        let groups: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let groups = groups.as_array().unwrap();
+        assert_eq!(groups.len(), 3);
+        assert_eq!(groups[0]["targets"][0], "127.0.0.1:9000");
+        assert_eq!(groups[0]["labels"], serde_json::json!({"draco_job": "fm", "draco_role": "ps"}));
+        assert_eq!(groups[2]["targets"][0], "127.0.0.1:9002");
+        assert_eq!(groups[2]["labels"], serde_json::json!({"draco_job": "fm", "draco_role": "worker", "worker": "1"}));
+        assert!(!path.with_extension("json.tmp").exists(), "the temporary file is renamed away");
+        let err = write_prometheus_sd(&dir.join("missing/targets.json"), "fm", 1, &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("--prometheus-sd"), "{err:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

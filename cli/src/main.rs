@@ -24,11 +24,14 @@ struct Cli {
 enum Command {
     /// Run a DracoJob locally: the PS and every worker as processes on 127.0.0.1.
     Run(local::RunArgs),
-    /// Check a DracoJob YAML: schema, every cross-field rule, errors naming field and value.
+    /// Check a DracoJob YAML: schema, every cross-field rule (in Rust and as the CRD's CEL rules,
+    /// as the API server would run them), errors naming field and value.
     Validate {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
     },
+    /// Print the DracoJob CustomResourceDefinition (YAML), as `crds/` and the Helm chart hold it.
+    Crd,
     /// The parameter server of one job.
     Ps(PsArgs),
     /// One worker of one job.
@@ -73,6 +76,9 @@ struct WorkerArgs {
     /// Give up when the PS stays unreachable this long.
     #[arg(long, default_value_t = 120.0)]
     connect_deadline_seconds: f64,
+    /// Where this worker serves /metrics and /healthz (port 0: any free port, logged).
+    #[arg(long, env = "DRACO_METRICS_ADDR", default_value = "0.0.0.0:9091")]
+    metrics_addr: SocketAddr,
 }
 
 fn read_config(path: &PathBuf) -> anyhow::Result<JobConfig> {
@@ -100,13 +106,24 @@ fn main() -> anyhow::Result<()> {
         || tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime");
     match cli.command {
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Crd => {
+            print!("{}", draco_api::schema::crd_yaml());
+            Ok(())
+        }
         Command::Validate { file } => {
             let job = draco_api::DracoJob::load(&file)?;
+            if let Err(errors) = draco_api::schema::validate_cel(&job, None) {
+                anyhow::bail!(
+                    "{}: the API server would refuse this DracoJob:\n  {}",
+                    file.display(),
+                    errors.join("\n  ")
+                );
+            }
             let s = &job.spec;
             println!(
                 "{}: valid DracoJob {:?}: {} workers, code {}, r = {}, tolerates {} liars and {} missing per unit",
                 file.display(),
-                job.metadata.name,
+                job.name(),
                 s.workers,
                 s.code.as_str(),
                 s.redundancy,
@@ -145,6 +162,7 @@ fn main() -> anyhow::Result<()> {
                 token: args.token,
                 ps_addr: args.ps_addr,
                 connect_deadline: Duration::from_secs_f64(args.connect_deadline_seconds.max(0.0)),
+                metrics_addr: Some(args.metrics_addr),
             };
             let summary = runtime()?.block_on(async {
                 tokio::select! {

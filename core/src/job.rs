@@ -11,15 +11,18 @@ use crate::statistical::Aggregator;
 
 /// `spec.model`
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ModelSpec {
     pub architecture: ArchitectureKind,
     /// Hidden layer widths of the MLP (ignored by LeNet).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(max = 16)))]
     pub hidden: Vec<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum ArchitectureKind {
     Mlp,
@@ -28,6 +31,7 @@ pub enum ArchitectureKind {
 
 /// `spec.dataset`
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DatasetSpec {
     pub format: DatasetFormat,
@@ -37,6 +41,7 @@ pub struct DatasetSpec {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum DatasetFormat {
     /// MNIST family (MNIST, Fashion-MNIST, KMNIST) in IDX files, gzipped or raw.
@@ -49,20 +54,26 @@ pub enum DatasetFormat {
 
 /// `spec.training`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TrainingSpec {
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 100_000_000)))]
     pub steps: u64,
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1_048_576)))]
     pub batch_size: usize,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(max = 9_223_372_036_854_775_807u64)))]
     pub seed: u64,
     /// Evaluate on the test split every this many steps (0 = only at the end).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(max = 100_000_000)))]
     pub eval_every_steps: u64,
     pub optimizer: OptimizerSpec,
 }
 
 /// `spec.training.optimizer`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OptimizerSpec {
     #[serde(rename = "type")]
@@ -93,6 +104,7 @@ fn default_epsilon() -> f64 {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum OptimizerKind {
     Sgd,
@@ -101,18 +113,22 @@ pub enum OptimizerKind {
 
 /// `spec.checkpoint`
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CheckpointSpec {
     /// Write a checkpoint every this many steps (0 = never).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(max = 100_000_000)))]
     pub every_steps: u64,
 }
 
 /// `spec.adversary`: an opt-in drill in which some workers lie on purpose.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AdversarySpec {
     /// How many workers lie in each step.
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1024)))]
     pub count: usize,
     pub attack: DrillAttack,
     /// Attack strength (meaning per attack: factor, constant, noise std, z, epsilon).
@@ -128,6 +144,7 @@ fn default_scale() -> f32 {
 
 /// Every vector attack of draco-core, plus label flipping at the data level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum DrillAttack {
     Reverse,
@@ -172,6 +189,7 @@ impl DrillAttack {
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum Placement {
     /// The same workers lie every step (chosen from the seed).

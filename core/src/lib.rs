@@ -25,6 +25,7 @@ mod parallel;
 pub mod repetition;
 pub mod scheme;
 pub mod statistical;
+pub mod status;
 
 pub use decoder::StepDecoder;
 pub use outcome::{DecodeFailure, Outcome, StepVerdict, SuspectReason, WorkerVerdict};

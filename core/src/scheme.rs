@@ -14,6 +14,7 @@ pub const MAX_WORKERS: usize = 1024;
 pub const MAX_CYCLIC_DATA_ROWS: usize = 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum CodeKind {
     /// Groups of r workers compute the same vector; the PS takes a majority vote (exact).

@@ -23,6 +23,7 @@ use crate::parallel;
 
 /// A statistical aggregation rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum Aggregator {
     /// Coordinate-wise arithmetic mean. Not robust at all: the baseline's weakness.

@@ -21,7 +21,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], shared.metrics.render())
+    ([(header::CONTENT_TYPE, draco_metrics::CONTENT_TYPE)], shared.metrics.render())
 }
 
 async fn ready(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

@@ -7,7 +7,6 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 mod round;
-pub mod status;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,9 +24,9 @@ use draco_proto::v1::parameter_server_server::ParameterServerServer;
 use tokio::sync::{Notify, watch};
 
 use checkpoint::Checkpoint;
+use draco_core::status::{Phase, Status, params_digest};
 use metrics::Metrics;
 use round::Round;
-use status::{Phase, Status, params_digest};
 
 /// Largest gRPC message accepted: a chunk is 1 MiB of payload; leave room for framing.
 const MAX_GRPC_MESSAGE: usize = 4 * 1024 * 1024;
@@ -120,7 +119,7 @@ pub async fn run(
         restored_status =
             std::fs::read(dir.join(STATUS_FILE)).ok().and_then(|b| serde_json::from_slice::<Status>(&b).ok());
     }
-    let metrics = Metrics::new(job.scheme.workers, job.scheme.redundancy);
+    let metrics = Metrics::new(job.scheme.workers, job.scheme.redundancy, job.training.steps);
     metrics.resumed_from_step.set(step as i64);
     metrics.step.set(step as i64);
     let incarnation = random_hex(8);

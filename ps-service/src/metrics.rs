@@ -1,15 +1,18 @@
-//! The PS's Prometheus metrics. Labels come only from bounded sets: worker rank, a fixed
-//! reason or outcome enum, a fixed phase name. Never a step, pod name, IP or UID.
+//! The PS's Prometheus metrics (catalogue: docs/metrics.md). Labels come only from bounded
+//! sets: worker rank, a fixed reason or outcome enum, a fixed phase name. Never a step, pod
+//! name, IP or UID.
 
-use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
-};
+use draco_core::{StepVerdict, SuspectReason};
+use draco_metrics::prometheus::{Gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge};
+use draco_metrics::{MetricSet, SECONDS_BUCKETS};
 
 use crate::ingest::Rejection;
 
+/// Values of `draco_step_phase_seconds{phase}`.
+pub const STEP_PHASES: [&str; 5] = ["wait", "decode", "update", "eval", "checkpoint"];
+
 pub struct Metrics {
-    pub registry: Registry,
+    pub set: MetricSet,
     pub steps: IntCounter,
     pub step: IntGauge,
     pub step_phase_seconds: HistogramVec,
@@ -27,131 +30,90 @@ pub struct Metrics {
     pub checkpoints: IntCounter,
     pub workers: IntGauge,
     pub redundancy: IntGauge,
-}
-
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry.register(Box::new(c.clone())).expect("unique metric");
-    c
+    pub total_steps: IntGauge,
+    pub start_time: Gauge,
 }
 
 impl Metrics {
-    pub fn new(workers: usize, redundancy: usize) -> Metrics {
-        let registry = Registry::new();
-        let reg = |m: Box<dyn prometheus::core::Collector>| registry.register(m).expect("unique metric");
-        let steps =
-            IntCounter::new("draco_steps_total", "Training steps completed by the parameter server").expect("metric");
-        reg(Box::new(steps.clone()));
-        let step = IntGauge::new("draco_step", "Current training step").expect("metric");
-        reg(Box::new(step.clone()));
-        let buckets = vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
-        let step_phase_seconds = HistogramVec::new(
-            HistogramOpts::new(
+    pub fn new(workers: usize, redundancy: usize, total_steps: u64) -> Metrics {
+        let mut set = MetricSet::new();
+        let m = Metrics {
+            steps: set.counter("draco_steps_total", "Training steps completed by the parameter server"),
+            step: set.int_gauge("draco_step", "Current training step"),
+            step_phase_seconds: set.histogram_vec(
                 "draco_step_phase_seconds",
                 "Time spent per step in each phase: wait (for gradients), decode, update, eval, checkpoint",
-            )
-            .buckets(buckets.clone()),
-            &["phase"],
-        )
-        .expect("metric");
-        reg(Box::new(step_phase_seconds.clone()));
-        let step_seconds = Histogram::with_opts(
-            HistogramOpts::new("draco_step_seconds", "Wall time of one whole training step").buckets(buckets),
-        )
-        .expect("metric");
-        reg(Box::new(step_seconds.clone()));
-        let gradient_bytes =
-            IntCounter::new("draco_gradient_bytes_total", "Coded gradient bytes accepted by the parameter server")
-                .expect("metric");
-        reg(Box::new(gradient_bytes.clone()));
-        let messages = counter_vec(
-            &registry,
-            "draco_gradient_messages_total",
-            "Coded gradient messages accepted, by worker",
-            &["worker"],
-        );
-        let rejected = counter_vec(
-            &registry,
-            "draco_rejected_messages_total",
-            "Gradient or fetch requests rejected, by reason",
-            &["reason"],
-        );
-        let decode_outcomes =
-            counter_vec(&registry, "draco_decode_outcomes_total", "Steps by decode outcome", &["outcome"]);
-        let suspects = counter_vec(
-            &registry,
-            "draco_suspects_total",
-            "Times a worker was named a suspect, by worker and reason",
-            &["worker", "reason"],
-        );
-        let missing = counter_vec(
-            &registry,
-            "draco_missing_total",
-            "Times a worker's message was missing when its step was decoded (straggler or dead)",
-            &["worker"],
-        );
-        let train_loss =
-            Gauge::new("draco_train_loss", "Training loss of the last step (from the workers judged honest)")
-                .expect("metric");
-        reg(Box::new(train_loss.clone()));
-        let test_loss = Gauge::new("draco_test_loss", "Loss on the test split at the last evaluation").expect("metric");
-        reg(Box::new(test_loss.clone()));
-        let test_accuracy =
-            Gauge::new("draco_test_accuracy_ratio", "Accuracy on the test split at the last evaluation (0-1)")
-                .expect("metric");
-        reg(Box::new(test_accuracy.clone()));
-        let resumed_from_step = IntGauge::new(
-            "draco_resumed_from_step",
-            "Step of the checkpoint this PS process resumed from (0 for a fresh start)",
-        )
-        .expect("metric");
-        reg(Box::new(resumed_from_step.clone()));
-        let checkpoints = IntCounter::new("draco_checkpoints_total", "Checkpoints written").expect("metric");
-        reg(Box::new(checkpoints.clone()));
-        let workers_gauge = IntGauge::new("draco_workers", "Workers in the job (P)").expect("metric");
-        reg(Box::new(workers_gauge.clone()));
-        workers_gauge.set(workers as i64);
-        let redundancy_gauge =
-            IntGauge::new("draco_redundancy", "Workers computing each partition (r)").expect("metric");
-        reg(Box::new(redundancy_gauge.clone()));
-        redundancy_gauge.set(redundancy as i64);
-        // Pre-create the bounded label values so dashboards see zeros instead of nothing.
+                &["phase"],
+                &SECONDS_BUCKETS,
+            ),
+            step_seconds: set.histogram("draco_step_seconds", "Wall time of one whole training step", &SECONDS_BUCKETS),
+            gradient_bytes: set
+                .counter("draco_gradient_bytes_total", "Coded gradient bytes accepted by the parameter server"),
+            messages: set.counter_vec(
+                "draco_gradient_messages_total",
+                "Coded gradient messages accepted, by worker",
+                &["worker"],
+            ),
+            rejected: set.counter_vec(
+                "draco_rejected_messages_total",
+                "Gradient or fetch requests rejected, by reason",
+                &["reason"],
+            ),
+            decode_outcomes: set.counter_vec("draco_decode_outcomes_total", "Steps by decode outcome", &["outcome"]),
+            suspects: set.counter_vec(
+                "draco_suspects_total",
+                "Times a worker was named a suspect, by worker and reason",
+                &["worker", "reason"],
+            ),
+            missing: set.counter_vec(
+                "draco_missing_total",
+                "Times a worker's message was missing when its step was decoded (straggler or dead)",
+                &["worker"],
+            ),
+            train_loss: set
+                .gauge("draco_train_loss", "Training loss of the last step (from the workers judged honest)"),
+            test_loss: set.gauge("draco_test_loss", "Loss on the test split at the last evaluation"),
+            test_accuracy: set
+                .gauge("draco_test_accuracy_ratio", "Accuracy on the test split at the last evaluation (0-1)"),
+            resumed_from_step: set.int_gauge(
+                "draco_resumed_from_step",
+                "Step of the checkpoint this PS process resumed from (0 for a fresh start)",
+            ),
+            checkpoints: set.counter("draco_checkpoints_total", "Checkpoints written"),
+            workers: set.int_gauge("draco_workers", "Workers in the job (P)"),
+            redundancy: set.int_gauge("draco_redundancy", "Workers computing each partition (r)"),
+            total_steps: set.int_gauge("draco_total_steps", "Steps the job trains in total"),
+            start_time: set.start_time(),
+            set,
+        };
+        m.workers.set(workers as i64);
+        m.redundancy.set(redundancy as i64);
+        m.total_steps.set(total_steps as i64);
+        // Pre-create the bounded label values so dashboards and alerts see zeros instead of
+        // nothing (rate() and increase() need a series to exist before its first event).
         for reason in Rejection::ALL {
-            rejected.with_label_values(&[reason.as_str()]);
+            m.rejected.with_label_values(&[reason.as_str()]);
         }
-        for outcome in ["decoded", "undecodable", "bound_violated"] {
-            decode_outcomes.with_label_values(&[outcome]);
+        for outcome in [StepVerdict::Decoded, StepVerdict::Undecodable, StepVerdict::BoundViolated] {
+            m.decode_outcomes.with_label_values(&[outcome.as_str()]);
+        }
+        for phase in STEP_PHASES {
+            m.step_phase_seconds.with_label_values(&[phase]);
         }
         for w in 0..workers {
             let w = w.to_string();
-            messages.with_label_values(&[&w]);
-            missing.with_label_values(&[&w]);
+            m.messages.with_label_values(&[&w]);
+            m.missing.with_label_values(&[&w]);
+            // P x 4 series: without them the first lie of a worker would go unseen by
+            // increase() (a series that is born at 1 has not increased).
+            for reason in SuspectReason::ALL {
+                m.suspects.with_label_values(&[&w, reason.as_str()]);
+            }
         }
-        Metrics {
-            registry,
-            steps,
-            step,
-            step_phase_seconds,
-            step_seconds,
-            gradient_bytes,
-            messages,
-            rejected,
-            decode_outcomes,
-            suspects,
-            missing,
-            train_loss,
-            test_loss,
-            test_accuracy,
-            resumed_from_step,
-            checkpoints,
-            workers: workers_gauge,
-            redundancy: redundancy_gauge,
-        }
+        m
     }
 
     pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding");
-        String::from_utf8(out).expect("utf-8 metrics")
+        self.set.render()
     }
 }

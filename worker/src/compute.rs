@@ -1,6 +1,8 @@
 //! What a worker sends for one step: the gradients of the partitions it holds, combined by the
 //! job's code — or, when the adversary drill picks this worker, a forgery.
 
+use std::time::Instant;
+
 use draco_core::assignment::{Assignment, BatchPlan};
 use draco_core::attack::{Attack, AttackContext, AttackKind};
 use draco_core::cyclic::CyclicCode;
@@ -23,6 +25,8 @@ pub struct Message {
     pub values: Vec<f32>,
     pub loss: f32,
     pub forged: bool,
+    /// Seconds of `build` spent encoding (cyclic code, drill forgery) rather than computing.
+    pub encode_seconds: f64,
 }
 
 impl MessageBuilder {
@@ -47,6 +51,7 @@ impl MessageBuilder {
         let flip = drill.is_some_and(|a| a.attack == DrillAttack::LabelFlip);
         let batch = self.job.training.batch_size;
         let partitions = self.assignment.partitions_of(self.rank);
+        let mut encode_seconds = 0.0;
         let (values, loss) = match self.job.scheme.code {
             // Every group member computes one gradient over the group's samples in the same
             // order: bit-identical replicas, which repetition voting relies on.
@@ -67,7 +72,10 @@ impl MessageBuilder {
                     .collect();
                 let (code, local) = self.cyclic.as_ref().expect("cyclic code built");
                 let held: Vec<&[f32]> = grads.iter().map(Vec::as_slice).collect();
-                (code.encode::<f32>(*local, &held), loss)
+                let t = Instant::now();
+                let encoded = code.encode::<f32>(*local, &held);
+                encode_seconds = t.elapsed().as_secs_f64();
+                (encoded, loss)
             }
         };
         match drill.and_then(|a| a.attack.vector_attack().map(|kind| Attack { kind, scale: a.scale })) {
@@ -78,12 +86,14 @@ impl MessageBuilder {
                     Vec::new()
                 };
                 let observed: Vec<&[f32]> = observed.iter().map(Vec::as_slice).collect();
+                let t = Instant::now();
                 // Colluders share the seed of the step, so their forgeries are identical.
                 let seed = self.job.training.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
                 let forged = attack.forge(&AttackContext { honest: &values, observed: &observed, seed });
-                Message { values: forged, loss, forged: true }
+                encode_seconds += t.elapsed().as_secs_f64();
+                Message { values: forged, loss, forged: true, encode_seconds }
             }
-            None => Message { values, loss, forged: flip },
+            None => Message { values, loss, forged: flip, encode_seconds },
         }
     }
 

@@ -3,7 +3,10 @@
 //! up with a clear error after the connect deadline.
 
 pub mod compute;
+pub mod metrics;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -19,6 +22,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use compute::MessageBuilder;
+use metrics::WorkerMetrics;
 
 pub struct WorkerOptions {
     pub job: JobConfig,
@@ -28,6 +32,8 @@ pub struct WorkerOptions {
     pub ps_addr: String,
     /// Give up when the PS cannot be reached for this long.
     pub connect_deadline: Duration,
+    /// Serve `/metrics` and `/healthz` here (port 0: any free port, logged).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Default)]
@@ -101,14 +107,22 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<WorkerSummary> {
         rank: rank.to_string().parse().context("rank as metadata")?,
         bearer: format!("Bearer {}", opts.token).parse().context("DRACO_TOKEN must be printable ASCII")?,
     };
+    let metrics = Arc::new(WorkerMetrics::new());
+    if let Some(addr) = opts.metrics_addr {
+        let m = metrics.clone();
+        let bound = draco_metrics::serve(addr, move || m.set.render()).await?;
+        tracing::info!(rank, metrics = %format!("http://{bound}/metrics"), "serving metrics");
+    }
+    let phase = |name: &str, seconds: f64| metrics.phase_seconds.with_label_values(&[name]).observe(seconds);
     let mut summary = WorkerSummary::default();
-    let data = std::sync::Arc::new(data);
+    let data = Arc::new(data);
     'session: loop {
         let mut client = connect(&opts, &credentials).await?;
         let joined = match client.join(JoinRequest { layout_digest, param_count }).await {
             Ok(r) => r.into_inner(),
             Err(s) if is_transient(&s) => {
                 summary.reconnects += 1;
+                metrics.reconnects.inc();
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue 'session;
             }
@@ -117,10 +131,12 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<WorkerSummary> {
         tracing::info!(rank, step = joined.step, incarnation = %joined.incarnation, "joined");
         let mut step = joined.step;
         loop {
+            let fetch_started = Instant::now();
             let (param_step, params, finished) = match fetch(&mut client, step).await {
                 Ok(v) => v,
                 Err(s) if is_transient(&s) => {
                     summary.reconnects += 1;
+                    metrics.reconnects.inc();
                     continue 'session;
                 }
                 Err(s) => bail!("fetching parameters for step {step}: {}", s.message()),
@@ -134,7 +150,9 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<WorkerSummary> {
                 "the PS sent {} parameters, the model has {param_count}",
                 params.len()
             );
+            phase("fetch", fetch_started.elapsed().as_secs_f64());
             step = param_step;
+            let build_started = Instant::now();
             let (message, returned) = {
                 let data = data.clone();
                 tokio::task::spawn_blocking(move || {
@@ -144,19 +162,35 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<WorkerSummary> {
                 .await?
             };
             builder = returned;
-            match push(&mut client, &joined.incarnation, step, &message.values, message.loss).await {
+            let build_seconds = build_started.elapsed().as_secs_f64();
+            phase("compute", (build_seconds - message.encode_seconds).max(0.0));
+            let encode_started = Instant::now();
+            let chunks = wire_chunks(&joined.incarnation, step, &message.values, message.loss);
+            phase("encode", message.encode_seconds + encode_started.elapsed().as_secs_f64());
+            let send_started = Instant::now();
+            let sent = client.push_gradient(tokio_stream::iter(chunks)).await.map(|_| ());
+            phase("send", send_started.elapsed().as_secs_f64());
+            match sent {
                 Ok(()) => {
                     summary.steps += 1;
                     summary.forged += u64::from(message.forged);
+                    metrics.step.set(step as i64);
+                    metrics.sent_messages.inc();
+                    metrics.sent_bytes.inc_by(message.values.len() as u64 * 4);
+                    metrics.forged_messages.inc_by(u64::from(message.forged));
+                    metrics.train_loss.set(f64::from(message.loss));
                 }
                 // Someone (our earlier attempt) already delivered, or the PS moved on.
                 Err(s) if s.code() == Code::AlreadyExists || s.message().starts_with("stale_step") => {}
                 Err(s) if s.message().starts_with("wrong_incarnation") => {
                     tracing::warn!(rank, "the parameter server restarted: joining again");
+                    summary.reconnects += 1;
+                    metrics.reconnects.inc();
                     continue 'session;
                 }
                 Err(s) if is_transient(&s) => {
                     summary.reconnects += 1;
+                    metrics.reconnects.inc();
                     continue 'session;
                 }
                 Err(s) => bail!("pushing step {step}: {}", s.message()),
@@ -189,15 +223,10 @@ async fn fetch(client: &mut Client, step: u64) -> Result<(u64, Vec<f32>, bool), 
     Ok((at, params, finished))
 }
 
-async fn push(
-    client: &mut Client,
-    incarnation: &str,
-    step: u64,
-    values: &[f32],
-    loss: f32,
-) -> Result<(), tonic::Status> {
+/// One step's message as gradient chunks, each small enough for a gRPC message.
+fn wire_chunks(incarnation: &str, step: u64, values: &[f32], loss: f32) -> Vec<GradientChunk> {
     let total = values.len() as u64;
-    let chunks: Vec<GradientChunk> = values
+    values
         .chunks(CHUNK_VALUES)
         .enumerate()
         .map(|(i, c)| {
@@ -212,6 +241,5 @@ async fn push(
                 loss: if i == 0 { loss } else { 0.0 },
             }
         })
-        .collect();
-    client.push_gradient(tokio_stream::iter(chunks)).await.map(|_| ())
+        .collect()
 }

@@ -1,9 +1,10 @@
-//! What `/status` reports: the job's progress and the workers caught lying. The operator and
-//! the local runner read it; it is also kept in checkpoints' spirit: counts only grow.
+//! The parameter server's `/status` document: the job's progress and the workers caught lying.
+//! The PS writes it; the operator and the local runner read it (so it lives here, where all
+//! three can share it without the PS's dependencies). Counts only grow.
 
 use std::collections::BTreeMap;
 
-use draco_core::{Outcome, WorkerVerdict};
+use crate::{Outcome, WorkerVerdict};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +88,6 @@ impl Status {
 }
 
 pub fn params_digest(params: &[f32]) -> String {
-    let h = draco_core::digest::fnv1a(params.iter().flat_map(|x| x.to_bits().to_le_bytes()));
+    let h = crate::digest::fnv1a(params.iter().flat_map(|x| x.to_bits().to_le_bytes()));
     format!("{h:016x}")
 }

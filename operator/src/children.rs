@@ -1,0 +1,380 @@
+//! Desired state: the objects one DracoJob owns, built as pure functions of the job (no API
+//! calls), so every field the operator sets is unit-tested. Names and labels follow
+//! architecture.md: `<job>-ps`, `<job>-worker-<i>`, `draco.dev/*` labels, a controller
+//! ownerReference on everything.
+
+use std::collections::BTreeMap;
+
+use draco_api::{DracoJob, ReplicaSpec};
+use draco_core::scheme::CodeKind;
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, Pod, PodSecurityContext, PodSpec, Probe, SeccompProfile, Secret, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+
+pub const GRPC_PORT: i32 = 7070;
+pub const HTTP_PORT: i32 = 9090;
+pub const WORKER_METRICS_PORT: i32 = 9091;
+
+pub const LABEL_JOB: &str = "draco.dev/job-name";
+pub const LABEL_REPLICA_TYPE: &str = "draco.dev/replica-type";
+pub const LABEL_REPLICA_INDEX: &str = "draco.dev/replica-index";
+pub const LABEL_GROUP_INDEX: &str = "draco.dev/group-index";
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "draco-operator");
+
+/// The container the operator fills in (a user's template may name one `draco` to set its image,
+/// resources and env).
+pub const CONTAINER: &str = "draco";
+const CONFIG_DIR: &str = "/etc/draco/config";
+const TOKENS_DIR: &str = "/etc/draco/tokens";
+/// A user's pod template may bring its own volume under this name (e.g. a PVC) so checkpoints
+/// survive suspend/resume and node loss; the default is an emptyDir.
+pub const CHECKPOINT_VOLUME: &str = "checkpoints";
+const CHECKPOINT_DIR: &str = "/var/lib/draco/checkpoints";
+/// Non-root user of the image (distroless `nonroot`).
+const RUN_AS_USER: i64 = 65532;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Replica {
+    Ps,
+    Worker(usize),
+}
+
+impl Replica {
+    pub fn type_label(self) -> &'static str {
+        match self {
+            Replica::Ps => "ps",
+            Replica::Worker(_) => "worker",
+        }
+    }
+}
+
+pub fn ps_name(job: &str) -> String {
+    format!("{job}-ps")
+}
+pub fn worker_name(job: &str, rank: usize) -> String {
+    format!("{job}-worker-{rank}")
+}
+pub fn pod_name(job: &str, replica: Replica) -> String {
+    match replica {
+        Replica::Ps => ps_name(job),
+        Replica::Worker(rank) => worker_name(job, rank),
+    }
+}
+pub fn config_map_name(job: &str) -> String {
+    format!("{job}-config")
+}
+pub fn secret_name(job: &str) -> String {
+    format!("{job}-tokens")
+}
+pub fn token_key(rank: usize) -> String {
+    format!("worker-{rank}")
+}
+
+/// Which replica a pod of this job is, from its name.
+pub fn replica_of(job: &str, pod_name: &str) -> Option<Replica> {
+    let rest = pod_name.strip_prefix(job)?.strip_prefix('-')?;
+    if rest == "ps" {
+        return Some(Replica::Ps);
+    }
+    let rank = rest.strip_prefix("worker-")?;
+    (!rank.starts_with('0') || rank == "0").then_some(())?;
+    rank.parse().ok().map(Replica::Worker)
+}
+
+/// Every pod the job should have while it runs.
+pub fn replicas(job: &DracoJob) -> Vec<Replica> {
+    std::iter::once(Replica::Ps).chain((0..job.spec.workers).map(Replica::Worker)).collect()
+}
+
+/// The decoding group (repetition) or block (cyclic) a worker belongs to.
+pub fn group_of(job: &DracoJob, rank: usize) -> usize {
+    let scheme = job.job_config().scheme;
+    match scheme.code {
+        CodeKind::Repetition => rank / scheme.redundancy.max(1),
+        CodeKind::Cyclic => scheme.cyclic_blocks().ok().and_then(|b| b.iter().position(|r| r.contains(&rank))).unwrap_or(0),
+        CodeKind::None => rank,
+    }
+}
+
+pub fn job_labels(job: &DracoJob) -> BTreeMap<String, String> {
+    BTreeMap::from([(LABEL_JOB.to_string(), job.name().to_string()), (MANAGED_BY.0.into(), MANAGED_BY.1.into())])
+}
+
+fn replica_labels(job: &DracoJob, replica: Replica) -> BTreeMap<String, String> {
+    let mut labels = job_labels(job);
+    labels.insert(LABEL_REPLICA_TYPE.into(), replica.type_label().into());
+    let (index, group) = match replica {
+        Replica::Ps => (0, 0),
+        Replica::Worker(rank) => (rank, group_of(job, rank)),
+    };
+    labels.insert(LABEL_REPLICA_INDEX.into(), index.to_string());
+    if let Replica::Worker(_) = replica {
+        labels.insert(LABEL_GROUP_INDEX.into(), group.to_string());
+    }
+    labels
+}
+
+pub fn owner_reference(job: &DracoJob) -> OwnerReference {
+    job.controller_owner_ref(&()).expect("a DracoJob from the API server has a name and a uid")
+}
+
+fn meta(job: &DracoJob, name: String, labels: BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: job.metadata.namespace.clone(),
+        labels: Some(labels),
+        owner_references: Some(vec![owner_reference(job)]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The runtime configuration every process reads (`config.json`).
+pub fn config_map(job: &DracoJob) -> ConfigMap {
+    let config = serde_json::to_string_pretty(&job.job_config()).expect("JobConfig serializes");
+    ConfigMap {
+        metadata: meta(job, config_map_name(job.name()), job_labels(job)),
+        data: Some(BTreeMap::from([("config.json".to_string(), config)])),
+        ..ConfigMap::default()
+    }
+}
+
+/// One fresh token per worker, one key each, so a worker pod can mount only its own.
+pub fn token_secret(job: &DracoJob, tokens: &[String]) -> Secret {
+    let data = tokens.iter().enumerate().map(|(rank, t)| (token_key(rank), t.clone())).collect();
+    Secret {
+        metadata: meta(job, secret_name(job.name()), job_labels(job)),
+        string_data: Some(data),
+        type_: Some("Opaque".into()),
+        immutable: Some(true),
+        ..Secret::default()
+    }
+}
+
+fn port(name: &str, number: i32) -> ContainerPort {
+    ContainerPort { name: Some(name.into()), container_port: number, protocol: Some("TCP".into()), ..Default::default() }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value.into()), ..EnvVar::default() }
+}
+
+fn http_probe(path: &str, port_name: &str, period: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String(port_name.into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(6),
+        ..Probe::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(read_only), ..Default::default() }
+}
+
+fn restricted_container_security() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS_USER),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+        ..SecurityContext::default()
+    }
+}
+
+/// Where the operator's image and pull policy come from.
+#[derive(Clone, Debug)]
+pub struct PodDefaults {
+    pub image: String,
+    pub image_pull_policy: Option<String>,
+}
+
+/// A PS or worker pod: the user's template (if any) with the operator's container wiring on top.
+pub fn pod(job: &DracoJob, replica: Replica, defaults: &PodDefaults) -> Pod {
+    let name = job.name();
+    let replica_spec: Option<&ReplicaSpec> = match replica {
+        Replica::Ps => job.spec.ps.as_ref(),
+        Replica::Worker(_) => job.spec.worker.as_ref(),
+    };
+    let template = replica_spec.and_then(|r| r.template.clone()).unwrap_or_default();
+    let mut spec: PodSpec = template.spec.unwrap_or_default();
+    let user_meta = template.metadata.unwrap_or_default();
+
+    // The container: the one named `draco`, else the first, else a new one.
+    let index = spec.containers.iter().position(|c| c.name == CONTAINER).unwrap_or(0);
+    if spec.containers.is_empty() {
+        spec.containers.push(Container::default());
+    }
+    let mut container = spec.containers.remove(index);
+    container.name = CONTAINER.into();
+    if container.image.as_deref().unwrap_or("").is_empty() {
+        container.image = Some(defaults.image.clone());
+        if container.image_pull_policy.is_none() {
+            container.image_pull_policy = defaults.image_pull_policy.clone();
+        }
+    }
+    let mut ours = vec![env("DRACO_CONFIG", format!("{CONFIG_DIR}/config.json")), env("RUST_LOG", "info")];
+    let mut mounts = vec![mount("config", CONFIG_DIR, true)];
+    let mut volumes = vec![Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource { name: config_map_name(name), ..Default::default() }),
+        ..Volume::default()
+    }];
+    match replica {
+        Replica::Ps => {
+            container.args = Some(vec!["ps".into()]);
+            ours.extend([
+                env("DRACO_GRPC_ADDR", format!("0.0.0.0:{GRPC_PORT}")),
+                env("DRACO_HTTP_ADDR", format!("0.0.0.0:{HTTP_PORT}")),
+                env("DRACO_TOKENS_DIR", TOKENS_DIR),
+                env("DRACO_CHECKPOINT_DIR", CHECKPOINT_DIR),
+                env("DRACO_WORLD_SIZE", job.spec.workers.to_string()),
+            ]);
+            container.ports = Some(vec![port("grpc", GRPC_PORT), port("http", HTTP_PORT)]);
+            container.readiness_probe = Some(http_probe("/readyz", "http", 5));
+            container.liveness_probe = Some(http_probe("/healthz", "http", 10));
+            mounts.push(mount("tokens", TOKENS_DIR, true));
+            mounts.push(mount(CHECKPOINT_VOLUME, CHECKPOINT_DIR, false));
+            volumes.push(Volume {
+                name: "tokens".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret_name(name)),
+                    default_mode: Some(0o440),
+                    ..Default::default()
+                }),
+                ..Volume::default()
+            });
+            volumes.push(Volume {
+                name: CHECKPOINT_VOLUME.into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            });
+        }
+        Replica::Worker(rank) => {
+            container.args = Some(vec!["worker".into()]);
+            ours.extend([
+                env("DRACO_RANK", rank.to_string()),
+                env("DRACO_WORLD_SIZE", job.spec.workers.to_string()),
+                env("DRACO_PS_ADDR", format!("http://{}:{GRPC_PORT}", ps_name(name))),
+                env("DRACO_METRICS_ADDR", format!("0.0.0.0:{WORKER_METRICS_PORT}")),
+                EnvVar {
+                    name: "DRACO_TOKEN".into(),
+                    value_from: Some(EnvVarSource {
+                        secret_key_ref: Some(SecretKeySelector {
+                            name: secret_name(name),
+                            key: token_key(rank),
+                            optional: Some(false),
+                        }),
+                        ..Default::default()
+                    }),
+                    ..EnvVar::default()
+                },
+            ]);
+            container.ports = Some(vec![port("metrics", WORKER_METRICS_PORT)]);
+        }
+    }
+    // The operator's variables win over a template's of the same name (they wire the job).
+    let mut all_env: Vec<EnvVar> =
+        container.env.take().unwrap_or_default().into_iter().filter(|e| !ours.iter().any(|o| o.name == e.name)).collect();
+    all_env.extend(ours);
+    container.env = Some(all_env);
+    let mut all_mounts = container.volume_mounts.take().unwrap_or_default();
+    all_mounts.retain(|m| !mounts.iter().any(|o| o.mount_path == m.mount_path));
+    all_mounts.extend(mounts);
+    container.volume_mounts = Some(all_mounts);
+    container.security_context.get_or_insert_with(restricted_container_security);
+    spec.containers.insert(0, container);
+
+    // A template's volume of the same name (e.g. a PVC named `checkpoints`) replaces ours.
+    let mut all_volumes = spec.volumes.take().unwrap_or_default();
+    volumes.retain(|v| !all_volumes.iter().any(|u| u.name == v.name));
+    all_volumes.extend(volumes);
+    spec.volumes = Some(all_volumes);
+    // Restarts are the operator's decision (restartPolicy, backoffLimit, exit codes).
+    spec.restart_policy = Some("Never".into());
+    spec.automount_service_account_token = Some(false);
+    spec.enable_service_links = Some(false);
+    spec.security_context.get_or_insert_with(|| PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS_USER),
+        fs_group: Some(RUN_AS_USER),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+        ..PodSecurityContext::default()
+    });
+    if let Replica::Worker(_) = replica {
+        spec.hostname = Some(pod_name(name, replica));
+    }
+
+    let mut labels = user_meta.labels.unwrap_or_default();
+    labels.extend(replica_labels(job, replica));
+    let mut metadata = meta(job, pod_name(name, replica), labels);
+    metadata.annotations = user_meta.annotations;
+    Pod { metadata, spec: Some(spec), ..Pod::default() }
+}
+
+/// The PS's stable address: gRPC for workers, HTTP for the operator and Prometheus.
+pub fn ps_service(job: &DracoJob) -> Service {
+    let mut selector = job_labels(job);
+    selector.insert(LABEL_REPLICA_TYPE.into(), "ps".into());
+    let service_port = |name: &str, number: i32| ServicePort {
+        name: Some(name.into()),
+        port: number,
+        target_port: Some(IntOrString::String(name.into())),
+        protocol: Some("TCP".into()),
+        ..ServicePort::default()
+    };
+    Service {
+        metadata: meta(job, ps_name(job.name()), job_labels(job)),
+        spec: Some(ServiceSpec {
+            selector: Some(selector),
+            ports: Some(vec![service_port("grpc", GRPC_PORT), service_port("http", HTTP_PORT)]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// Only this job's workers may reach the PS's gRPC port; its HTTP port (metrics, status) stays
+/// open to the operator and Prometheus.
+pub fn network_policy(job: &DracoJob) -> NetworkPolicy {
+    let mut ps = job_labels(job);
+    ps.insert(LABEL_REPLICA_TYPE.into(), "ps".into());
+    let mut workers = job_labels(job);
+    workers.insert(LABEL_REPLICA_TYPE.into(), "worker".into());
+    let tcp = |number: i32| NetworkPolicyPort {
+        port: Some(IntOrString::Int(number)),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    NetworkPolicy {
+        metadata: meta(job, ps_name(job.name()), job_labels(job)),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector { match_labels: Some(ps), ..Default::default() }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule {
+                    from: Some(vec![NetworkPolicyPeer {
+                        pod_selector: Some(LabelSelector { match_labels: Some(workers), ..Default::default() }),
+                        ..Default::default()
+                    }]),
+                    ports: Some(vec![tcp(GRPC_PORT)]),
+                },
+                NetworkPolicyIngressRule { from: None, ports: Some(vec![tcp(HTTP_PORT)]) },
+            ]),
+            ..Default::default()
+        }),
+    }
+}
