@@ -95,6 +95,10 @@ def _ns_selector(ns, where, problems):
             problems.append(f"{where}: neither any nor matchNames")
 
 
+RELABEL_FIELDS = {"sourceLabels", "separator", "targetLabel", "regex", "modulus", "replacement",
+                  "action"}
+
+
 def _endpoint(ep, where, problems, allowed):
     if _keys(ep, allowed, where, problems):
         _str(ep.get("port"), f"{where}.port", problems)
@@ -103,6 +107,13 @@ def _endpoint(ep, where, problems, allowed):
         for d in ("interval", "scrapeTimeout"):
             if d in ep:
                 _duration(ep[d], f"{where}.{d}", problems)
+        for i, r in enumerate(ep.get("relabelings") or []):
+            rw = f"{where}.relabelings[{i}]"
+            if _keys(r, RELABEL_FIELDS, rw, problems):
+                if not all(isinstance(x, str) and x for x in r.get("sourceLabels") or []):
+                    problems.append(f"{rw}.sourceLabels: {r.get('sourceLabels')!r}")
+                if r.get("action", "replace") == "replace":
+                    _str(r.get("targetLabel"), f"{rw}.targetLabel", problems)
 
 
 ENDPOINT_FIELDS = {"port", "path", "interval", "scrapeTimeout", "scheme", "relabelings",
@@ -141,6 +152,12 @@ def check_podmonitor(doc, problems):
         _endpoint(ep, f"{w}.podMetricsEndpoints[{i}]", problems, ENDPOINT_FIELDS)
     for i, t in enumerate(spec.get("podTargetLabels") or []):
         _str(t, f"{w}.podTargetLabels[{i}]", problems)
+    # The dashboards and alerts select on these target labels (docs/metrics.md).
+    for i, ep in enumerate(eps or []):
+        targets = {r.get("targetLabel") for r in ep.get("relabelings") or []}
+        if not {"draco_job", "draco_role", "worker"} <= targets:
+            problems.append(f"{w}.podMetricsEndpoints[{i}]: relabelings give {sorted(targets)}, "
+                            "the dashboards need draco_job, draco_role and worker")
 
 
 def check_prometheusrule(doc, problems):
@@ -393,9 +410,8 @@ def cmd_examples(crd_path, *paths):
             if schema is None:
                 problems.append(f"{where}: apiVersion {doc.get('apiVersion')} is not served")
                 continue
+            # The API server checks apiVersion/kind/metadata itself; CRD schemas leave them out.
             body = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")}
-            body.update({"apiVersion": doc["apiVersion"], "kind": kind,
-                         "metadata": doc.get("metadata", {})})
             errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(body),
                             key=lambda e: list(e.path))
             for e in errors:
