@@ -38,17 +38,25 @@ run() {
     sed 's/^/    /' "$WORK/out"; fail "$name"
   fi
 }
-# must_fail NAME CMD...: CMD has to fail (a checker rejecting a known-bad input).
+# must_fail NAME REASON CMD...: CMD has to fail (a checker rejecting a known-bad input), and
+# its output has to contain REASON, so it failed for that reason and not another.
 must_fail() {
-  local name="$1"; shift
+  local name="$1" reason="$2"; shift 2
   if "$@" >"$WORK/out" 2>&1; then
     sed 's/^/    /' "$WORK/out"; fail "$name (it accepted a known-bad input)"
+  elif ! grep -qF -- "$reason" "$WORK/out"; then
+    sed 's/^/    /' "$WORK/out"; fail "$name (it failed, but not with: $reason)"
   else
     pass "$name"
   fi
 }
 # helm without its notice about each followed symlink (dashboards/, alerts/): expected here.
-helm_quiet() { "$HELM" "$@" 2> >(grep -v 'found symbolic link in path' >&2); }
+helm_quiet() {
+  local rc=0
+  "$HELM" "$@" 2>"$WORK/helm.err" || rc=$?
+  grep -v 'found symbolic link in path' "$WORK/helm.err" >&2 || true
+  return "$rc"
+}
 
 echo "helm $("$HELM" version --template '{{.Version}}'), kubernetes-validate $("$KV" --version)"
 
@@ -146,24 +154,25 @@ run "NOTES.txt renders (cluster-wide)" notes "in every namespace"
 run "NOTES.txt renders (namespaced)" notes "in namespace $NS_WATCHED only" -f "$NS_VALUES"
 
 # --- values.schema.json ----------------------------------------------------------------------
-must_fail "schema rejects replicaCount=abc" helm_quiet template t "$CHART" --set replicaCount=abc
-must_fail "schema rejects replicaCount=2 (no leader election)" helm_quiet template t "$CHART" --set replicaCount=2
-must_fail "schema rejects an unknown key" helm_quiet template t "$CHART" --set serviceMonitor.enable=true
-must_fail "schema rejects image.pullPolicy=Sometimes" helm_quiet template t "$CHART" --set image.pullPolicy=Sometimes
-must_fail "serviceAccount.create=false needs serviceAccount.name" helm_quiet template t "$CHART" --set serviceAccount.create=false
+SCHEMA_ERROR="values don't meet the specifications of the schema"
+must_fail "schema rejects replicaCount=abc" "$SCHEMA_ERROR" helm_quiet template t "$CHART" --set replicaCount=abc
+must_fail "schema rejects replicaCount=2 (no leader election)" "$SCHEMA_ERROR" helm_quiet template t "$CHART" --set replicaCount=2
+must_fail "schema rejects an unknown key" "$SCHEMA_ERROR" helm_quiet template t "$CHART" --set serviceMonitor.enable=true
+must_fail "schema rejects image.pullPolicy=Sometimes" "$SCHEMA_ERROR" helm_quiet template t "$CHART" --set image.pullPolicy=Sometimes
+must_fail "serviceAccount.create=false needs serviceAccount.name" "serviceAccount.name is required" helm_quiet template t "$CHART" --set serviceAccount.create=false
 
 # --- the checkers themselves reject known-bad input -------------------------------------------
 sed 's/^  strategy:$/  strategie:/' "$WORK/default.yaml" >"$WORK/bad-field.yaml"
-must_fail "kubernetes-validate rejects an unknown Deployment field" \
+must_fail "kubernetes-validate rejects an unknown Deployment field" "'strategie' was unexpected" \
   "$KV" --strict -k 1.33.0 --quiet "$WORK/bad-field.yaml"
 sed 's/resources: \["secrets"\]/resources: ["secrets", "*"]/' "$WORK/default.yaml" >"$WORK/bad-wild.yaml"
-must_fail "RBAC check rejects a wildcard" "$PY" "$CHECKS" rbac "$WORK/bad-wild.yaml" cluster
+must_fail "RBAC check rejects a wildcard" "wildcard in resources" "$PY" "$CHECKS" rbac "$WORK/bad-wild.yaml" cluster
 sed '/resources: \["secrets"\]/{n;s/verbs: \[/verbs: ["list", /}' "$WORK/default.yaml" >"$WORK/bad-secrets.yaml"
-must_fail "RBAC check rejects list on secrets" "$PY" "$CHECKS" rbac "$WORK/bad-secrets.yaml" cluster
+must_fail "RBAC check rejects list on secrets" "read verbs ['list'] granted" "$PY" "$CHECKS" rbac "$WORK/bad-secrets.yaml" cluster
 sed 's/^      scrapeTimeout:/      scrapeTimout:/' "$WORK/namespaced.yaml" >"$WORK/bad-cr.yaml"
-must_fail "custom-resource shape check rejects an unknown field" "$PY" "$CHECKS" validate "$WORK/bad-cr.yaml"
+must_fail "custom-resource shape check rejects an unknown field" "unknown fields ['scrapeTimout']" "$PY" "$CHECKS" validate "$WORK/bad-cr.yaml"
 sed 's/readOnlyRootFilesystem: true/readOnlyRootFilesystem: false/' "$WORK/default.yaml" >"$WORK/bad-ro.yaml"
-must_fail "operator check rejects a writable root filesystem" "$PY" "$CHECKS" operator "$WORK/bad-ro.yaml" cluster
+must_fail "operator check rejects a writable root filesystem" "readOnlyRootFilesystem is not True" "$PY" "$CHECKS" operator "$WORK/bad-ro.yaml" cluster
 
 # --- derived files are current ----------------------------------------------------------------
 crd_drift() {
@@ -186,7 +195,7 @@ CRD_FILE=$CHART/crds/dracojobs.draco.dev.yaml
 run "every example DracoJob validates against $CRD_FILE" \
   "$PY" "$CHECKS" examples "$CRD_FILE" manifests/examples/*.yaml
 sed 's/^  redundancy:/  redundancyy:/' manifests/examples/fashion-mnist-k8s.yaml >"$WORK/bad-job.yaml"
-must_fail "CRD schema check rejects a misspelt DracoJob field" \
+must_fail "CRD schema check rejects a misspelt DracoJob field" "'redundancyy' was unexpected" \
   "$PY" "$CHECKS" examples "$CRD_FILE" "$WORK/bad-job.yaml"
 
 echo "chart: $passed passed, $failed failed"
