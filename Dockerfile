@@ -22,7 +22,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # example job reads.
 FROM debian:bookworm-slim AS fmnist-files
 RUN apt-get update \
- && apt-get install -y --no-install-recommends dataset-fashion-mnist \
+ && apt-get install -y --no-install-recommends dataset-fashion-mnist=0.0~git20200523.55506a9-1 \
  && rm -rf /var/lib/apt/lists/*
 
 # distroless/cc: glibc and libgcc for the Rust binary, no shell, no package manager; the

