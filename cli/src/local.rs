@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use draco_api::DracoJob;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::processes::Supervised;
 
@@ -102,20 +101,9 @@ fn write_prometheus_sd(path: &Path, job: &str, ps_port: u16, worker_ports: &[u16
     Ok(())
 }
 
-/// GET `path` from the PS's HTTP port; `None` while it is not answering.
+/// GET `path` from the PS's HTTP port on this machine; `None` while it is not answering.
 pub async fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(("127.0.0.1", port)))
-        .await
-        .ok()?
-        .ok()?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response)).await.ok()?.ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.0 200")
-        .then(|| body.to_string())
-        .or_else(|| head.starts_with("HTTP/1.1 200").then(|| body.to_string()))
+    draco_operator::ps_status::http_get(&format!("127.0.0.1:{port}"), path).await
 }
 
 fn dataset_hint(job: &DracoJob) -> anyhow::Result<()> {
@@ -149,7 +137,7 @@ async fn run_job(job: &DracoJob, args: &RunArgs) -> anyhow::Result<bool> {
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let config_path = run_dir.join("config.json");
     std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)?;
-    let tokens: Vec<String> = (0..config.scheme.workers).map(|_| draco_ps::random_hex(24)).collect();
+    let tokens: Vec<String> = (0..config.scheme.workers).map(|_| draco_core::secret::random_hex(24)).collect();
     let tokens_path = run_dir.join("tokens");
     write_private(&tokens_path, &(tokens.join("\n") + "\n"))?;
     // Distinct ports: each probe's listener is closed again, so one port could come up twice.

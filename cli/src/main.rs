@@ -36,6 +36,8 @@ enum Command {
     Ps(PsArgs),
     /// One worker of one job.
     Worker(WorkerArgs),
+    /// The Kubernetes operator: reconciles DracoJobs into pods, services, secrets and config.
+    Operator(OperatorArgs),
     /// Measure Draco's hot paths against baselines measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -50,15 +52,34 @@ struct PsArgs {
     grpc_addr: SocketAddr,
     #[arg(long, env = "DRACO_HTTP_ADDR", default_value = "0.0.0.0:9090")]
     http_addr: SocketAddr,
-    /// One token per line, line i for rank i.
-    #[arg(long, env = "DRACO_TOKENS_FILE")]
-    tokens_file: PathBuf,
+    /// One token per line, line i for rank i (as `draco run` writes it).
+    #[arg(long, env = "DRACO_TOKENS_FILE", required_unless_present = "tokens_dir", conflicts_with = "tokens_dir")]
+    tokens_file: Option<PathBuf>,
+    /// A directory with one file `worker-<rank>` per worker (a mounted Secret, as the operator
+    /// creates it).
+    #[arg(long, env = "DRACO_TOKENS_DIR")]
+    tokens_dir: Option<PathBuf>,
     /// Where checkpoints are written and resumed from.
     #[arg(long, env = "DRACO_CHECKPOINT_DIR")]
     checkpoint_dir: Option<PathBuf>,
     /// Seconds to keep serving after the last step, so workers learn the job is over.
     #[arg(long, default_value_t = 3.0)]
     linger_seconds: f64,
+}
+
+#[derive(clap::Args)]
+struct OperatorArgs {
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, env = "DRACO_OPERATOR_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Watch only this namespace (namespace-scoped install); every namespace when unset.
+    #[arg(long, env = "DRACO_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// The image of the PS and worker pods (a template's `draco` container may override it).
+    #[arg(long, env = "DRACO_IMAGE")]
+    image: String,
+    #[arg(long, env = "DRACO_IMAGE_PULL_POLICY")]
+    image_pull_policy: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -89,6 +110,24 @@ fn read_config(path: &PathBuf) -> anyhow::Result<JobConfig> {
     Ok(job)
 }
 
+/// The workers' tokens, rank order, from `--tokens-file` or `--tokens-dir`.
+fn read_tokens(args: &PsArgs, workers: usize) -> anyhow::Result<Vec<String>> {
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).with_context(|| format!("reading the token file {}", path.display()))
+    };
+    if let Some(dir) = &args.tokens_dir {
+        return (0..workers)
+            .map(|rank| {
+                let token = read(&dir.join(format!("worker-{rank}")))?.trim().to_string();
+                anyhow::ensure!(!token.is_empty(), "--tokens-dir: {}/worker-{rank} is empty", dir.display());
+                Ok(token)
+            })
+            .collect();
+    }
+    let file = args.tokens_file.as_ref().context("one of --tokens-file or --tokens-dir is required")?;
+    Ok(read(file)?.lines().map(str::to_string).filter(|l| !l.is_empty()).collect())
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     // Plain text when logging to a file (as under `draco run`), colours on a terminal.
@@ -96,8 +135,21 @@ fn init_logging() {
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).init();
 }
 
+/// Ctrl-C, or SIGTERM (how Kubernetes stops a pod).
 async fn ctrl_c() {
-    let _ = tokio::signal::ctrl_c().await;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated => {}
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -135,12 +187,7 @@ fn main() -> anyhow::Result<()> {
         Command::Ps(args) => {
             init_logging();
             let job = read_config(&args.config)?;
-            let tokens: Vec<String> = std::fs::read_to_string(&args.tokens_file)
-                .with_context(|| format!("reading {}", args.tokens_file.display()))?
-                .lines()
-                .map(str::to_string)
-                .filter(|l| !l.is_empty())
-                .collect();
+            let tokens = read_tokens(&args, job.scheme.workers)?;
             let opts = draco_ps::PsOptions {
                 job,
                 grpc_addr: args.grpc_addr,
@@ -179,5 +226,17 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => local::run(args),
+        Command::Operator(args) => {
+            init_logging();
+            let opts = draco_operator::OperatorOptions {
+                namespace: args.namespace.filter(|n| !n.is_empty()),
+                metrics_addr: args.metrics_addr,
+                pod_defaults: draco_operator::PodDefaults {
+                    image: args.image,
+                    image_pull_policy: args.image_pull_policy.filter(|p| !p.is_empty()),
+                },
+            };
+            runtime()?.block_on(draco_operator::run(opts))
+        }
     }
 }

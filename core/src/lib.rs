@@ -24,6 +24,7 @@ pub mod outcome;
 mod parallel;
 pub mod repetition;
 pub mod scheme;
+pub mod secret;
 pub mod statistical;
 pub mod status;
 

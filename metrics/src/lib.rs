@@ -9,8 +9,8 @@ use anyhow::Context;
 pub use prometheus;
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The Prometheus text exposition format's content type.
@@ -108,6 +108,11 @@ impl MetricSet {
     pub fn int_gauge(&mut self, name: &str, help: &str) -> IntGauge {
         let g = IntGauge::new(name, help).expect("valid gauge");
         self.add(g, name, Kind::Gauge, &[], help)
+    }
+
+    pub fn int_gauge_vec(&mut self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
+        self.add(g, name, Kind::Gauge, labels, help)
     }
 
     pub fn histogram(&mut self, name: &str, help: &str, buckets: &[f64]) -> Histogram {

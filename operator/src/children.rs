@@ -99,7 +99,9 @@ pub fn group_of(job: &DracoJob, rank: usize) -> usize {
     let scheme = job.job_config().scheme;
     match scheme.code {
         CodeKind::Repetition => rank / scheme.redundancy.max(1),
-        CodeKind::Cyclic => scheme.cyclic_blocks().ok().and_then(|b| b.iter().position(|r| r.contains(&rank))).unwrap_or(0),
+        CodeKind::Cyclic => {
+            scheme.cyclic_blocks().ok().and_then(|b| b.iter().position(|r| r.contains(&rank))).unwrap_or(0)
+        }
         CodeKind::None => rank,
     }
 }
@@ -159,7 +161,12 @@ pub fn token_secret(job: &DracoJob, tokens: &[String]) -> Secret {
 }
 
 fn port(name: &str, number: i32) -> ContainerPort {
-    ContainerPort { name: Some(name.into()), container_port: number, protocol: Some("TCP".into()), ..Default::default() }
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: number,
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }
 }
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
@@ -287,8 +294,13 @@ pub fn pod(job: &DracoJob, replica: Replica, defaults: &PodDefaults) -> Pod {
         }
     }
     // The operator's variables win over a template's of the same name (they wire the job).
-    let mut all_env: Vec<EnvVar> =
-        container.env.take().unwrap_or_default().into_iter().filter(|e| !ours.iter().any(|o| o.name == e.name)).collect();
+    let mut all_env: Vec<EnvVar> = container
+        .env
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| !ours.iter().any(|o| o.name == e.name))
+        .collect();
     all_env.extend(ours);
     container.env = Some(all_env);
     let mut all_mounts = container.volume_mounts.take().unwrap_or_default();

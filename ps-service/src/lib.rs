@@ -72,14 +72,6 @@ pub struct Shared {
     pub ready: AtomicBool,
 }
 
-/// `bytes` bytes from the OS random source, in hex: incarnation ids and worker tokens.
-pub fn random_hex(bytes: usize) -> String {
-    use rand_core::TryRngCore;
-    let mut buf = vec![0u8; bytes];
-    rand_core::OsRng.try_fill_bytes(&mut buf).expect("the operating system's random source failed");
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Runs the PS until the job's last step is done (then lingers) or `shutdown` resolves.
 pub async fn run(
     opts: PsOptions,
@@ -122,7 +114,7 @@ pub async fn run(
     let metrics = Metrics::new(job.scheme.workers, job.scheme.redundancy, job.training.steps);
     metrics.resumed_from_step.set(step as i64);
     metrics.step.set(step as i64);
-    let incarnation = random_hex(8);
+    let incarnation = draco_core::secret::random_hex(8);
     let fresh = Status {
         job: job.name.clone(),
         phase: Phase::Starting,

@@ -1,0 +1,480 @@
+//! The operator's decisions as one pure function: from what it observed (the job, its pods, the
+//! PS's `/status`, the time) to the status the job should show and the actions to take. No API
+//! calls here, so every transition (restarts, exit codes, backoff, suspend, deadlines, TTL,
+//! clean-up, Byzantine detections) is unit-testable; `reconcile` only executes the plan.
+
+use std::time::Duration;
+
+use draco_api::status::{
+    ByzantineStatus, DracoJobStatus, ReplicaStatus, ReplicaStatuses, SuspectStatus, TrainingStatus, condition,
+};
+use draco_api::{CleanPodPolicy, DracoJob, RestartPolicy};
+use draco_core::status::Status as PsStatus;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::children::{self, Replica};
+
+/// What the operator saw in one reconcile.
+pub struct Observed<'a> {
+    pub job: &'a DracoJob,
+    /// Pods labelled with this job's name, whoever owns them.
+    pub pods: &'a [Pod],
+    /// The PS's `/status`, when it answered.
+    pub ps_status: Option<&'a PsStatus>,
+    /// The Rust and CEL validation verdict on the spec.
+    pub validity: Result<(), String>,
+    pub now: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    CreatePod(Replica),
+    DeletePod(String),
+    Event {
+        warning: bool,
+        reason: String,
+        note: String,
+    },
+    /// ttlSecondsAfterFinished elapsed.
+    DeleteJob,
+}
+
+#[derive(Debug)]
+pub struct Plan {
+    pub status: DracoJobStatus,
+    pub actions: Vec<Action>,
+    /// Look again after this long even without a watch event (PS progress, deadlines, TTL).
+    pub requeue: Option<Duration>,
+}
+
+/// While a job runs, the PS's progress is polled this often.
+pub const POLL: Duration = Duration::from_secs(10);
+
+fn time(now: Timestamp) -> Time {
+    Time(now)
+}
+
+/// Sets a condition; `lastTransitionTime` moves only when the status flips, so an unchanged
+/// state produces an identical status (and no write).
+pub fn set_condition(
+    status: &mut DracoJobStatus,
+    type_: &str,
+    value: bool,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) {
+    let value = if value { "True" } else { "False" };
+    match status.conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != value {
+                c.last_transition_time = time(now);
+            }
+            c.status = value.into();
+            c.reason = reason.into();
+            c.message = message.into();
+        }
+        None => status.conditions.push(Condition {
+            type_: type_.into(),
+            status: value.into(),
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: time(now),
+            observed_generation: None,
+        }),
+    }
+}
+
+/// The word `kubectl get dj` shows.
+fn state_of(status: &DracoJobStatus) -> &'static str {
+    use condition::*;
+    [
+        (FAILED, "Failed"),
+        (SUCCEEDED, "Succeeded"),
+        (SUSPENDED, "Suspended"),
+        (RESTARTING, "Restarting"),
+        (RUNNING, "Running"),
+        (CREATED, "Created"),
+    ]
+    .into_iter()
+    .find(|(c, _)| status.is_true(c))
+    .map_or("Pending", |(_, word)| word)
+}
+
+fn is_owned(job: &DracoJob, pod: &Pod) -> bool {
+    let uid = job.metadata.uid.as_deref();
+    pod.metadata.owner_references.iter().flatten().any(|o| Some(o.uid.as_str()) == uid && o.controller == Some(true))
+}
+
+fn phase(pod: &Pod) -> &str {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The exit code of the `draco` container (or the first terminated one).
+pub fn exit_code(pod: &Pod) -> Option<i32> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    let terminated = |name: Option<&str>| {
+        statuses
+            .iter()
+            .filter(|s| name.is_none_or(|n| s.name == n))
+            .find_map(|s| s.state.as_ref()?.terminated.as_ref().map(|t| t.exit_code))
+    };
+    terminated(Some(children::CONTAINER)).or_else(|| terminated(None))
+}
+
+/// Why a pending pod does not start, when the scheduler says so.
+fn unschedulable(pod: &Pod) -> Option<String> {
+    let c =
+        pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+    (c.reason.as_deref() == Some("Unschedulable")).then(|| c.message.clone().unwrap_or_default())
+}
+
+/// Whether a failed pod may be restarted, per the replica's restartPolicy (Kubeflow semantics).
+pub fn retryable(policy: RestartPolicy, exit_code: Option<i32>) -> bool {
+    match policy {
+        RestartPolicy::Always | RestartPolicy::OnFailure => true,
+        RestartPolicy::Never => false,
+        // 1-127: the program said no (bad config, a bug); 128+: killed by a signal (OOM, node
+        // loss, preemption). No exit code at all (eviction before start) is retryable too.
+        RestartPolicy::ExitCode => !matches!(exit_code, Some(1..=127)),
+    }
+}
+
+fn restart_policy(job: &DracoJob, replica: Replica) -> RestartPolicy {
+    let spec = match replica {
+        Replica::Ps => job.spec.ps.as_ref(),
+        Replica::Worker(_) => job.spec.worker.as_ref(),
+    };
+    spec.and_then(|s| s.restart_policy).unwrap_or_default()
+}
+
+/// Pods to delete when the job finished, per cleanPodPolicy.
+fn clean_up(job: &DracoJob, pods: &[&Pod], actions: &mut Vec<Action>) {
+    let policy = job.spec.run_policy().clean_pod_policy();
+    for pod in pods {
+        let active = matches!(phase(pod), "Pending" | "Running");
+        let delete = match policy {
+            CleanPodPolicy::All => true,
+            CleanPodPolicy::Running => active,
+            CleanPodPolicy::None => false,
+        };
+        if delete && pod.metadata.deletion_timestamp.is_none() {
+            actions.push(Action::DeletePod(pod.metadata.name.clone().unwrap_or_default()));
+        }
+    }
+}
+
+fn event(actions: &mut Vec<Action>, warning: bool, reason: &str, note: String) {
+    actions.push(Action::Event { warning, reason: reason.into(), note });
+}
+
+/// Ends the job (Succeeded or Failed): the condition, the completion time, an event, clean-up.
+fn finish(plan: &mut Plan, obs: &Observed, owned: &[&Pod], succeeded: bool, reason: &str, message: String) {
+    let now = obs.now;
+    let (type_, other) =
+        if succeeded { (condition::SUCCEEDED, condition::FAILED) } else { (condition::FAILED, condition::SUCCEEDED) };
+    let _ = other;
+    set_condition(&mut plan.status, type_, true, reason, &message, now);
+    set_condition(&mut plan.status, condition::RUNNING, false, reason, &message, now);
+    if plan.status.is_true(condition::RESTARTING) {
+        set_condition(&mut plan.status, condition::RESTARTING, false, reason, &message, now);
+    }
+    plan.status.completion_time.get_or_insert(time(now));
+    event(&mut plan.actions, !succeeded, reason, message);
+    clean_up(obs.job, owned, &mut plan.actions);
+}
+
+/// Decides the job's status and the actions for one reconcile.
+pub fn plan(obs: &Observed) -> Plan {
+    let job = obs.job;
+    let now = obs.now;
+    let old = job.status.clone().unwrap_or_default();
+    let mut plan = Plan { status: old.clone(), actions: Vec::new(), requeue: None };
+    plan.status.observed_generation = job.metadata.generation;
+    let owned: Vec<&Pod> = obs.pods.iter().filter(|p| is_owned(job, p)).collect();
+    let finished = old.is_true(condition::SUCCEEDED) || old.is_true(condition::FAILED);
+
+    // An invalid spec (defense in depth behind the CRD's CEL rules) never gets pods.
+    if let Err(message) = &obs.validity
+        && !finished
+    {
+        let message = format!("invalid spec: {message}");
+        finish(&mut plan, obs, &owned, false, "InvalidSpec", message);
+        return done(plan, obs);
+    }
+
+    if finished {
+        clean_up(job, &owned, &mut plan.actions);
+        if let (Some(ttl), Some(done_at)) =
+            (job.spec.run_policy().ttl_seconds_after_finished, old.completion_time.as_ref().map(|t| t.0))
+        {
+            let expires = done_at + Duration::from_secs(ttl.max(0) as u64);
+            if now >= expires {
+                plan.actions.push(Action::DeleteJob);
+            } else {
+                plan.requeue = Some(Duration::try_from(expires.duration_since(now)).unwrap_or(POLL));
+            }
+        }
+        return done(plan, obs);
+    }
+
+    if !old.is_true(condition::CREATED) {
+        let message = format!("created the PS and {} workers' objects", job.spec.workers);
+        set_condition(&mut plan.status, condition::CREATED, true, "JobCreated", &message, now);
+        event(&mut plan.actions, false, "Created", message);
+    }
+
+    // Suspend: no pods, the job and its checkpoint volume stay; resume restarts from it.
+    if job.spec.run_policy().suspended() {
+        for pod in &owned {
+            if pod.metadata.deletion_timestamp.is_none() {
+                plan.actions.push(Action::DeletePod(pod.metadata.name.clone().unwrap_or_default()));
+            }
+        }
+        if !old.is_true(condition::SUSPENDED) {
+            let message = "runPolicy.suspend is true: pods removed".to_string();
+            set_condition(&mut plan.status, condition::SUSPENDED, true, "JobSuspended", &message, now);
+            set_condition(&mut plan.status, condition::RUNNING, false, "JobSuspended", &message, now);
+            event(&mut plan.actions, false, "Suspended", message);
+        }
+        // activeDeadlineSeconds counts running time only.
+        plan.status.start_time = None;
+        return done(plan, obs);
+    }
+    if old.is_true(condition::SUSPENDED) {
+        let message = "runPolicy.suspend is false: pods recreated; the PS resumes from its latest checkpoint";
+        set_condition(&mut plan.status, condition::SUSPENDED, false, "JobResumed", message, now);
+        event(&mut plan.actions, false, "Resumed", message.to_string());
+    }
+    let started = plan.status.start_time.get_or_insert(time(now)).0;
+
+    if let Some(deadline) = job.spec.run_policy().active_deadline_seconds {
+        let expires = started + Duration::from_secs(deadline.max(0) as u64);
+        if now >= expires {
+            let message = format!("ran longer than runPolicy.activeDeadlineSeconds ({deadline} s)");
+            finish(&mut plan, obs, &owned, false, "DeadlineExceeded", message);
+            return done(plan, obs);
+        }
+        plan.requeue = Some(Duration::try_from(expires.duration_since(now)).unwrap_or(POLL));
+    }
+
+    // The replicas: create what is missing, judge what failed.
+    let backoff_limit = job.spec.run_policy().backoff_limit();
+    let mut counts = ReplicaStatuses::default();
+    let mut waiting_for_old = Vec::new();
+    let mut unschedulable_pods = Vec::new();
+    let mut all_ready = true;
+    for replica in children::replicas(job) {
+        let name = children::pod_name(job.name(), replica);
+        let tally: &mut ReplicaStatus = match replica {
+            Replica::Ps => &mut counts.ps,
+            Replica::Worker(_) => &mut counts.worker,
+        };
+        let Some(pod) = owned.iter().find(|p| p.metadata.name.as_deref() == Some(name.as_str())) else {
+            all_ready = false;
+            // A pod of a deleted job with the same name is never adopted: wait until it is gone.
+            if obs.pods.iter().any(|p| p.metadata.name.as_deref() == Some(name.as_str())) {
+                waiting_for_old.push(name);
+            } else {
+                plan.actions.push(Action::CreatePod(replica));
+            }
+            continue;
+        };
+        match phase(pod) {
+            "Succeeded" => {
+                tally.succeeded += 1;
+                if replica == Replica::Ps {
+                    let accuracy = obs
+                        .ps_status
+                        .and_then(|s| s.test_accuracy)
+                        .or(old.training.as_ref().and_then(|t| t.test_accuracy.map(|a| a as f32)));
+                    let message = match accuracy {
+                        Some(a) => format!("the PS finished every step; test accuracy {:.2}%", a * 100.0),
+                        None => "the PS finished every step".to_string(),
+                    };
+                    absorb_ps_status(&mut plan, obs);
+                    plan.status.replica_statuses = Some(counts.clone());
+                    finish(&mut plan, obs, &owned, true, "JobSucceeded", message);
+                    return done(plan, obs);
+                }
+            }
+            "Failed" => {
+                tally.failed += 1;
+                all_ready = false;
+                let code = exit_code(pod);
+                let policy = restart_policy(job, replica);
+                let shown = code.map_or("no exit code".to_string(), |c| format!("exit code {c}"));
+                let kind = if replica == Replica::Ps { "PS" } else { "Worker" };
+                if !retryable(policy, code) {
+                    let message = format!("pod {name} failed with {shown}: permanent under restartPolicy {policy:?}");
+                    finish(&mut plan, obs, &owned, false, &format!("{kind}Failed"), message);
+                    return done(plan, obs);
+                }
+                if plan.status.restarts >= backoff_limit {
+                    let message = format!(
+                        "pod {name} failed with {shown} after {} restarts: runPolicy.backoffLimit {backoff_limit} exhausted",
+                        plan.status.restarts
+                    );
+                    finish(&mut plan, obs, &owned, false, "BackoffLimitExceeded", message);
+                    return done(plan, obs);
+                }
+                if pod.metadata.deletion_timestamp.is_none() {
+                    plan.status.restarts += 1;
+                    let message =
+                        format!("pod {name} failed with {shown}; restart {} of {backoff_limit}", plan.status.restarts);
+                    set_condition(
+                        &mut plan.status,
+                        condition::RESTARTING,
+                        true,
+                        &format!("{kind}Restarting"),
+                        &message,
+                        now,
+                    );
+                    event(&mut plan.actions, true, "Restarting", message);
+                    plan.actions.push(Action::DeletePod(name));
+                }
+            }
+            _ if pod.metadata.deletion_timestamp.is_some() => all_ready = false,
+            running_or_pending => {
+                tally.active += 1;
+                if is_ready(pod) {
+                    tally.ready += 1;
+                } else {
+                    all_ready = false;
+                }
+                if running_or_pending == "Pending"
+                    && let Some(why) = unschedulable(pod)
+                {
+                    unschedulable_pods.push(format!("{name}: {why}"));
+                }
+            }
+        }
+    }
+    // Workers that finished their part count as ready for the job's purposes.
+    let workers_ok = counts.worker.ready + counts.worker.succeeded;
+    plan.status.workers_ready = Some(format!("{workers_ok}/{}", job.spec.workers));
+    plan.status.replica_statuses = Some(counts.clone());
+    absorb_ps_status(&mut plan, obs);
+
+    let decoded = plan.status.training.as_ref().is_some_and(|t| t.decoded_steps > 0);
+    let ps_ready = counts.ps.ready == 1;
+    if ps_ready && all_ready && decoded {
+        set_condition(
+            &mut plan.status,
+            condition::RUNNING,
+            true,
+            "JobRunning",
+            "the PS and every worker are ready and steps are being decoded",
+            now,
+        );
+        if plan.status.is_true(condition::RESTARTING) {
+            set_condition(&mut plan.status, condition::RESTARTING, false, "JobRunning", "every pod is back", now);
+        }
+    } else {
+        let (reason, message) = if !waiting_for_old.is_empty() {
+            (
+                "WaitingForOldPods",
+                format!("pods of a deleted DracoJob with this name still exist: {}", waiting_for_old.join(", ")),
+            )
+        } else if !unschedulable_pods.is_empty() {
+            ("Unschedulable", unschedulable_pods.join("; "))
+        } else if !(ps_ready && all_ready) {
+            ("PodsNotReady", format!("PS ready: {ps_ready}; workers ready: {workers_ok}/{}", job.spec.workers))
+        } else {
+            ("WaitingForFirstStep", "every pod is ready; no step decoded yet".to_string())
+        };
+        set_condition(&mut plan.status, condition::RUNNING, false, reason, &message, now);
+        if !waiting_for_old.is_empty() {
+            plan.requeue = Some(Duration::from_secs(5));
+        }
+    }
+    plan.requeue = Some(plan.requeue.map_or(POLL, |r| r.min(POLL)));
+    done(plan, obs)
+}
+
+/// Folds the PS's `/status` into training progress and the suspects table; names new suspects
+/// in events; raises ByzantineDetected and DecodeCapacityExceeded.
+fn absorb_ps_status(plan: &mut Plan, obs: &Observed) {
+    let Some(ps) = obs.ps_status else { return };
+    let now = obs.now;
+    let job = obs.job;
+    let old_training = plan.status.training.clone().unwrap_or_default();
+    let step = ps.step as i64;
+    plan.status.training = Some(TrainingStatus {
+        step,
+        total_steps: ps.total_steps as i64,
+        loss: ps.loss.map(f64::from),
+        test_accuracy: ps.test_accuracy.map(f64::from),
+        steps_per_second: Some((ps.steps_per_second * 100.0).round() / 100.0),
+        decoded_steps: ps.decoded_steps as i64,
+        undecodable_steps: (ps.undecodable_steps + ps.bound_violated_steps) as i64,
+        params_digest: Some(ps.params_digest.clone()),
+        last_update_time: if step != old_training.step || old_training.last_update_time.is_none() {
+            Some(time(now))
+        } else {
+            old_training.last_update_time
+        },
+    });
+    let old_suspects = plan.status.byzantine.as_ref().map(|b| b.suspects.clone()).unwrap_or_default();
+    let suspects: Vec<SuspectStatus> = ps
+        .suspects
+        .iter()
+        .map(|s| SuspectStatus {
+            worker: s.worker as i32,
+            count: s.count as i64,
+            first_step: s.first_step as i64,
+            last_step: s.last_step as i64,
+            reason: s.reason.clone(),
+        })
+        .collect();
+    for s in &suspects {
+        if !old_suspects.iter().any(|o| o.worker == s.worker && o.reason == s.reason) {
+            let pod = children::worker_name(job.name(), s.worker as usize);
+            event(
+                &mut plan.actions,
+                true,
+                "ByzantineWorker",
+                format!(
+                    "worker {} (pod {pod}) sent a wrong coded gradient at step {} ({}); DRACO decoded the exact gradient without it",
+                    s.worker, s.first_step, s.reason
+                ),
+            );
+        }
+    }
+    let mut workers: Vec<i32> = suspects.iter().map(|s| s.worker).collect();
+    workers.dedup();
+    let detections = ps.detections_total as i64;
+    if detections > 0 {
+        let message = format!(
+            "workers {workers:?} named {detections} times; every decoded step is exact (see status.byzantine.suspects)"
+        );
+        set_condition(&mut plan.status, condition::BYZANTINE_DETECTED, true, "WrongGradients", &message, now);
+    }
+    plan.status.byzantine =
+        Some(ByzantineStatus { detections_total: detections, suspected_workers: workers.len() as i32, suspects });
+    let undecodable = ps.undecodable_steps + ps.bound_violated_steps;
+    if undecodable > 0 {
+        let message = format!(
+            "{undecodable} steps had more liars or missing workers than 2s + e <= r - 1 allows (s = {}, e = {}, r = {})",
+            job.spec.byzantine_tolerance, job.spec.straggler_tolerance, job.spec.redundancy
+        );
+        if !plan.status.is_true(condition::DECODE_CAPACITY_EXCEEDED) {
+            event(&mut plan.actions, true, "DecodeCapacityExceeded", message.clone());
+        }
+        set_condition(&mut plan.status, condition::DECODE_CAPACITY_EXCEEDED, true, "UndecodableSteps", &message, now);
+    }
+}
+
+fn done(mut plan: Plan, _obs: &Observed) -> Plan {
+    plan.status.state = Some(state_of(&plan.status).to_string());
+    plan
+}
