@@ -21,7 +21,8 @@ K8S_VERSION = "1.33.0"
 
 # The operator's API access, as agreed with the operator's code (issue 4): nothing more.
 EXPECTED_RULES = {
-    ("draco.dev", "dracojobs"): {"get", "list", "watch", "patch"},
+    # delete: runPolicy.ttlSecondsAfterFinished (operator/src/reconcile.rs, Action::DeleteJob).
+    ("draco.dev", "dracojobs"): {"get", "list", "watch", "patch", "delete"},
     ("draco.dev", "dracojobs/status"): {"get", "patch", "update"},
     ("draco.dev", "dracojobs/finalizers"): {"update"},
     ("", "pods"): {"get", "list", "watch", "create", "delete"},
