@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's one test command (README "Run the tests"; .ci/run calls exactly this).
 # Format check, clippy with warnings denied, every test of the workspace, then the
-# observability checks (real Prometheus, promtool, dashboards type-checked; needs the build).
+# observability checks (real Prometheus, promtool, dashboards type-checked; needs the build)
+# and the Helm chart checks (real helm + kubernetes-validate, installed into .tools/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,3 +14,4 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 scripts/test-observability.sh
+scripts/test-chart.sh

@@ -152,7 +152,8 @@ fn example_manifests() -> Vec<PathBuf> {
             if path.is_dir() {
                 dirs.push(path);
             } else if path.extension().is_some_and(|e| e == "yaml")
-                && std::fs::read_to_string(&path).unwrap().contains("kind: DracoJob")
+                // A top-level `kind: DracoJob`: manifests/install.yaml only mentions the kind inside the CRD.
+                && std::fs::read_to_string(&path).unwrap().lines().any(|line| line == "kind: DracoJob")
             {
                 found.push(path);
             }
