@@ -21,17 +21,23 @@ K8S_VERSION = "1.33.0"
 
 # The operator's API access, as agreed with the operator's code (issue 4): nothing more.
 EXPECTED_RULES = {
-    # delete: runPolicy.ttlSecondsAfterFinished (operator/src/reconcile.rs, Action::DeleteJob).
-    ("draco.dev", "dracojobs"): {"get", "list", "watch", "patch", "delete"},
-    ("draco.dev", "dracojobs/status"): {"get", "patch", "update"},
+    # The controller lists and watches jobs; delete: runPolicy.ttlSecondsAfterFinished
+    # (operator/src/reconcile.rs, Action::DeleteJob).
+    ("draco.dev", "dracojobs"): {"list", "watch", "delete"},
+    # Status is written with a JSON merge patch, only when it changed.
+    ("draco.dev", "dracojobs/status"): {"patch"},
+    # Children carry blockOwnerDeletion owner references (OwnerReferencesPermissionEnforcement).
     ("draco.dev", "dracojobs/finalizers"): {"update"},
-    ("", "pods"): {"get", "list", "watch", "create", "delete"},
-    ("", "services"): {"get", "list", "watch", "create", "delete"},
-    ("", "configmaps"): {"get", "list", "watch", "create", "delete"},
-    ("", "secrets"): {"create", "patch", "delete"},
-    ("", "events"): {"create", "patch"},
+    # Pods are watched (Controller::owns), created and deleted (restarts, clean-up, suspend).
+    ("", "pods"): {"list", "watch", "create", "delete"},
+    # Read, then created when missing; deletion is left to the garbage collector.
+    ("", "services"): {"get", "create"},
+    ("", "configmaps"): {"get", "create"},
+    ("networking.k8s.io", "networkpolicies"): {"get", "create"},
+    # Created once; an empty merge patch tells whose an existing one is (never read, listed or watched).
+    ("", "secrets"): {"create", "patch"},
+    # kube-runtime's event Recorder writes events.k8s.io/v1 events.
     ("events.k8s.io", "events"): {"create", "patch"},
-    ("networking.k8s.io", "networkpolicies"): {"get", "list", "watch", "create", "delete"},
 }
 SECRET_READ_VERBS = {"get", "list", "watch"}
 
