@@ -29,6 +29,9 @@ pub enum Error {
     Incomplete(&'static str),
 }
 
+/// Maps (namespace, job name) to the PS's HTTP address (host:port).
+pub type PsAddress = Box<dyn Fn(&str, &str) -> String + Send + Sync>;
+
 /// Everything a reconcile needs besides the job.
 pub struct Context {
     pub client: Client,
@@ -36,7 +39,7 @@ pub struct Context {
     pub metrics: Arc<OperatorMetrics>,
     pub pod_defaults: PodDefaults,
     /// The PS's HTTP address (host:port) for a job: its Service's DNS name in a cluster.
-    pub ps_address: Box<dyn Fn(&str, &str) -> String + Send + Sync>,
+    pub ps_address: PsAddress,
     pub now: Box<dyn Fn() -> Timestamp + Send + Sync>,
     /// Last state seen per job (namespace/name), for `draco_operator_jobs{phase}`.
     pub states: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
@@ -222,11 +225,11 @@ async fn reconcile_inner(job: &DracoJob, ctx: &Context) -> Result<Requeue, Error
 /// A JSON merge patch that sets `new` and removes the status fields `new` no longer has.
 pub fn status_patch(old: Option<&draco_api::DracoJobStatus>, new: &draco_api::DracoJobStatus) -> serde_json::Value {
     let mut body = serde_json::to_value(new).expect("status serializes");
-    if let (Some(old), serde_json::Value::Object(map)) = (old, &mut body) {
-        if let serde_json::Value::Object(old_map) = serde_json::to_value(old).expect("status serializes") {
-            for key in old_map.keys() {
-                map.entry(key.clone()).or_insert(serde_json::Value::Null);
-            }
+    if let (Some(old), serde_json::Value::Object(map)) = (old, &mut body)
+        && let serde_json::Value::Object(old_map) = serde_json::to_value(old).expect("status serializes")
+    {
+        for key in old_map.keys() {
+            map.entry(key.clone()).or_insert(serde_json::Value::Null);
         }
     }
     serde_json::json!({ "status": body })
