@@ -128,10 +128,7 @@ async fn through_ps(job: &JobConfig, steps: u64) -> anyhow::Result<(f64, usize)>
     let n = joined.message_len as usize;
     let payload: Vec<Bytes> = {
         let values = vec![0.001f32; n];
-        values
-            .chunks(draco_proto::CHUNK_VALUES)
-            .map(|c| Bytes::from(c.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()))
-            .collect()
+        values.chunks(draco_proto::CHUNK_VALUES).map(draco_proto::payload::f32s_to_bytes).collect()
     };
     let mut best = f64::INFINITY;
     for step in 0..steps {

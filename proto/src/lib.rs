@@ -1,7 +1,9 @@
-//! draco-proto: the generated gRPC code for `draco.proto` (nothing else lives here).
+//! draco-proto: the generated gRPC code for `draco.proto`, and how vectors are laid into its
+//! messages (`payload`).
 
-#![allow(clippy::all)]
+pub mod payload;
 
+#[allow(clippy::all)]
 pub mod v1 {
     tonic::include_proto!("draco.v1");
 }

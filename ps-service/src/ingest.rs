@@ -119,12 +119,6 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<ParameterChunk, Status>> + Send>>;
 
-fn f32_bytes(values: &[f32]) -> Bytes {
-    let mut out = Vec::with_capacity(values.len() * 4);
-    values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-    Bytes::from(out)
-}
-
 #[tonic::async_trait]
 impl ParameterServer for Service {
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
@@ -178,7 +172,7 @@ impl ParameterServer for Service {
                     step: published.step,
                     offset: (i * CHUNK_VALUES) as u64,
                     total,
-                    data: f32_bytes(c),
+                    data: draco_proto::payload::f32s_to_bytes(c),
                     finished: published.finished,
                 })
             })
@@ -259,7 +253,7 @@ impl ParameterServer for Service {
                     ),
                 ));
             }
-            message.extend(chunk.data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+            draco_proto::payload::extend_f32s(&mut message, &chunk.data);
             if chunk.loss != 0.0 {
                 loss = chunk.loss;
             }

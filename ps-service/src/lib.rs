@@ -179,9 +179,15 @@ pub async fn run(
             // Frames as large as a chunk: fewer, larger HTTP/2 frames per gradient.
             .max_frame_size(draco_proto::MAX_FRAME)
             .add_service(service)
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), async move {
-                let _ = grpc_stop.wait_for(|s| *s).await;
-            }),
+            // Our own listener (bound above, so a bad address fails before anything starts); tonic
+            // ignores its TCP settings for such listeners, so TCP_NODELAY is set here: without it a
+            // small reply behind a large write waits for the peer's delayed ACK.
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                async move {
+                    let _ = grpc_stop.wait_for(|s| *s).await;
+                },
+            ),
     );
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(

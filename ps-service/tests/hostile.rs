@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use draco_core::job::JobConfig;
 use draco_proto::v1::parameter_server_client::ParameterServerClient;
 use draco_proto::v1::{FetchRequest, GradientChunk, JoinRequest};
@@ -38,9 +37,8 @@ fn request<T>(msg: T, rank: &str, token: &str) -> tonic::Request<T> {
 }
 
 fn chunk(incarnation: &str, step: u64, offset: u64, total: u64, values: &[f32]) -> GradientChunk {
-    let mut data = Vec::new();
-    values.iter().for_each(|v| data.extend_from_slice(&v.to_le_bytes()));
-    GradientChunk { incarnation: incarnation.into(), step, offset, total, data: Bytes::from(data), loss: 0.5 }
+    let data = draco_proto::payload::f32s_to_bytes(values);
+    GradientChunk { incarnation: incarnation.into(), step, offset, total, data, loss: 0.5 }
 }
 
 async fn push(

@@ -10,12 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
 use draco_core::job::JobConfig;
 use draco_model::Split;
 use draco_proto::v1::parameter_server_client::ParameterServerClient;
-use draco_proto::v1::{FetchRequest, GradientChunk, JoinRequest};
-use draco_proto::{AUTH_HEADER, CHUNK_VALUES, RANK_HEADER};
+use draco_proto::v1::{FetchRequest, JoinRequest};
+use draco_proto::{AUTH_HEADER, RANK_HEADER};
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -165,7 +164,8 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<WorkerSummary> {
             let build_seconds = build_started.elapsed().as_secs_f64();
             phase("compute", (build_seconds - message.encode_seconds).max(0.0));
             let encode_started = Instant::now();
-            let chunks = wire_chunks(&joined.incarnation, step, &message.values, message.loss);
+            let chunks =
+                draco_proto::payload::gradient_chunks(&joined.incarnation, step, &message.values, message.loss);
             phase("encode", message.encode_seconds + encode_started.elapsed().as_secs_f64());
             let send_started = Instant::now();
             let sent = client.push_gradient(tokio_stream::iter(chunks)).await.map(|_| ());
@@ -216,30 +216,9 @@ async fn fetch(client: &mut Client, step: u64) -> Result<(u64, Vec<f32>, bool), 
         if params.is_empty() {
             params.reserve(chunk.total as usize);
         }
-        params.extend(chunk.data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+        draco_proto::payload::extend_f32s(&mut params, &chunk.data);
         at = chunk.step;
         finished = chunk.finished;
     }
     Ok((at, params, finished))
-}
-
-/// One step's message as gradient chunks, each small enough for a gRPC message.
-fn wire_chunks(incarnation: &str, step: u64, values: &[f32], loss: f32) -> Vec<GradientChunk> {
-    let total = values.len() as u64;
-    values
-        .chunks(CHUNK_VALUES)
-        .enumerate()
-        .map(|(i, c)| {
-            let mut data = Vec::with_capacity(c.len() * 4);
-            c.iter().for_each(|v| data.extend_from_slice(&v.to_le_bytes()));
-            GradientChunk {
-                incarnation: incarnation.to_string(),
-                step,
-                offset: (i * CHUNK_VALUES) as u64,
-                total,
-                data: Bytes::from(data),
-                loss: if i == 0 { loss } else { 0.0 },
-            }
-        })
-        .collect()
 }
