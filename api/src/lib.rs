@@ -69,23 +69,43 @@ impl DracoJob {
     pub fn validate(&self) -> Result<(), JobError> {
         let bad = |field: &str, message: String| JobError { field: field.to_string(), message };
         let name = self.name();
-        let dns_label = !name.is_empty()
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !name.starts_with('-')
-            && !name.ends_with('-');
-        if !dns_label || name.len() > MAX_NAME_LEN {
+        if !schema::is_job_name(name) {
             return Err(JobError {
                 field: "metadata.name".into(),
                 message: format!(
-                    "must be 1-{MAX_NAME_LEN} lowercase letters, digits or '-', starting and ending with a letter or digit \
-                     (so '<name>-worker-<rank>' fits Kubernetes' 63-character limit), got {name:?}"
+                    "must be 1-{MAX_NAME_LEN} lowercase letters, digits or '-', starting with a letter and ending with a \
+                     letter or digit (a DNS-1035 label, as the PS Service '<name>-ps' must be, short enough that \
+                     '<name>-worker-<rank>' fits Kubernetes' 63-character limit), got {name:?}"
                 ),
             });
         }
-        if let Some(limit) = self.spec.run_policy.as_ref().and_then(|r| r.backoff_limit)
-            && limit < 0
+        let run_policy = self.spec.run_policy();
+        if let Some(limit) = run_policy.backoff_limit
+            && !(0..=1000).contains(&limit)
         {
-            return Err(bad("runPolicy.backoffLimit", format!("must be >= 0, got {limit}")));
+            return Err(bad("runPolicy.backoffLimit", format!("must be between 0 and 1000, got {limit}")));
+        }
+        if let Some(deadline) = run_policy.active_deadline_seconds
+            && !(1..=RunPolicy::MAX_ACTIVE_DEADLINE_SECONDS).contains(&deadline)
+        {
+            return Err(bad(
+                "runPolicy.activeDeadlineSeconds",
+                format!(
+                    "must be between 1 and {} (ten years; leave it out for no deadline), got {deadline}",
+                    RunPolicy::MAX_ACTIVE_DEADLINE_SECONDS
+                ),
+            ));
+        }
+        if let Some(ttl) = run_policy.ttl_seconds_after_finished
+            && !(0..=RunPolicy::MAX_TTL_SECONDS_AFTER_FINISHED).contains(&ttl)
+        {
+            return Err(bad(
+                "runPolicy.ttlSecondsAfterFinished",
+                format!(
+                    "must be between 0 and {} (one year; leave it out to keep the job), got {ttl}",
+                    RunPolicy::MAX_TTL_SECONDS_AFTER_FINISHED
+                ),
+            ));
         }
         self.job_config().validate()
     }
@@ -160,8 +180,25 @@ spec:
         assert_eq!(long.validate().unwrap_err().field, "metadata.name");
         let upper = DracoJob::from_yaml(&EXAMPLE.replace("name: fmnist", "name: FMNIST")).unwrap();
         assert_eq!(upper.validate().unwrap_err().field, "metadata.name");
+        // Service '<name>-ps' is a DNS-1035 label: a leading digit would make it 422 forever.
+        let digit = DracoJob::from_yaml(&EXAMPLE.replace("name: fmnist", "name: 1fm")).unwrap();
+        let err = digit.validate().unwrap_err();
+        assert_eq!(err.field, "metadata.name");
+        assert!(err.message.contains("\"1fm\"") && err.message.contains("starting with a letter"), "{err}");
         let kind = DracoJob::from_yaml(&EXAMPLE.replace("kind: DracoJob", "kind: PyTorchJob")).unwrap_err();
         assert!(kind.contains("kind must be DracoJob, got \"PyTorchJob\""), "{kind}");
+        let forever = DracoJob::from_yaml(
+            &EXAMPLE.replace("adversary:", "runPolicy: {activeDeadlineSeconds: 250000000000}\n  adversary:"),
+        )
+        .unwrap();
+        let err = forever.validate().unwrap_err();
+        assert_eq!(err.field, "runPolicy.activeDeadlineSeconds");
+        assert!(err.message.contains("250000000000") && err.message.contains("315360000"), "{err}");
+        let ttl = DracoJob::from_yaml(
+            &EXAMPLE.replace("adversary:", "runPolicy: {ttlSecondsAfterFinished: 40000000}\n  adversary:"),
+        )
+        .unwrap();
+        assert_eq!(ttl.validate().unwrap_err().field, "runPolicy.ttlSecondsAfterFinished");
         let s2 = DracoJob::from_yaml(&EXAMPLE.replace("byzantineTolerance: 1", "byzantineTolerance: 2")).unwrap();
         assert_eq!(s2.validate().unwrap_err().field, "byzantineTolerance");
     }

@@ -16,6 +16,8 @@ use crate::status::DracoJobStatus;
 /// partition computed by `redundancy` of them, up to `byzantineTolerance` liars per group or
 /// block decoded away exactly.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+// Every printer column repeats `type_ = ...`: the lint takes those for duplicate attributes.
+#[allow(clippy::duplicated_attributes)]
 #[kube(
     group = "draco.dev",
     version = "v1alpha1",
@@ -98,13 +100,14 @@ pub struct RunPolicy {
     /// Which pods to delete when the job finishes (default Running).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clean_pod_policy: Option<CleanPodPolicy>,
-    /// Delete the whole job this long after it finished.
+    /// Delete the whole job this long after it finished (at most 31536000, one year).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 31_536_000))]
     pub ttl_seconds_after_finished: Option<i32>,
-    /// Fail the job when it has been running (not suspended) this long.
+    /// Fail the job when it has been running (not suspended) this long (at most 315360000,
+    /// ten years).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 315_360_000))]
     pub active_deadline_seconds: Option<i64>,
     /// Pod restarts allowed before the job fails (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,6 +144,12 @@ pub enum RestartPolicy {
 
 impl RunPolicy {
     pub const DEFAULT_BACKOFF_LIMIT: i32 = 3;
+    /// The longest `activeDeadlineSeconds`: ten years (of 365 days). Longer means "no deadline";
+    /// say so by leaving the field out. The bound keeps every deadline far inside the range of
+    /// timestamps, so no arithmetic on it can overflow.
+    pub const MAX_ACTIVE_DEADLINE_SECONDS: i64 = 10 * 365 * 86_400;
+    /// The longest `ttlSecondsAfterFinished`: one year (of 365 days).
+    pub const MAX_TTL_SECONDS_AFTER_FINISHED: i32 = 365 * 86_400;
 
     pub fn backoff_limit(&self) -> i32 {
         self.backoff_limit.unwrap_or(Self::DEFAULT_BACKOFF_LIMIT)

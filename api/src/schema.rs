@@ -24,12 +24,34 @@ fn rule(rule: impl Into<String>, message: impl Into<String>) -> CelRule {
 /// The longest job name: children are `<job>-worker-<rank>` and must fit 63 characters.
 pub const MAX_NAME_LEN: usize = 63 - "-worker-1023".len();
 
+/// A job name: a DNS-1035 label (lowercase letter first, then lowercase letters, digits and
+/// '-', a letter or digit last) of at most [`MAX_NAME_LEN`] characters. DNS-1035 because the
+/// PS Service `<name>-ps` must be one; the length so `<name>-worker-<rank>` fits 63.
+pub const JOB_NAME_PATTERN: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";
+
+/// [`JOB_NAME_PATTERN`] and [`MAX_NAME_LEN`], in Rust.
+pub fn is_job_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && bytes[0].is_ascii_lowercase()
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && !name.ends_with('-')
+}
+
 /// Rules on the whole object (only `metadata.name` of the metadata is visible to CEL).
 pub fn object_rules() -> Vec<CelRule> {
-    vec![rule(
-        format!("self.metadata.name.size() <= {MAX_NAME_LEN}"),
-        format!("metadata.name must be at most {MAX_NAME_LEN} characters so '<name>-worker-<rank>' fits 63"),
-    )]
+    vec![
+        rule(
+            format!("self.metadata.name.size() <= {MAX_NAME_LEN}"),
+            format!("metadata.name must be at most {MAX_NAME_LEN} characters so '<name>-worker-<rank>' fits 63"),
+        ),
+        rule(
+            format!("self.metadata.name.matches('{JOB_NAME_PATTERN}')"),
+            "metadata.name must start with a lowercase letter, contain only lowercase letters, digits and '-', \
+             and end with a letter or digit (the PS Service '<name>-ps' must be a DNS-1035 label)",
+        ),
+    ]
 }
 
 /// Fields that cannot change once the job exists: changing them would change the code, the
@@ -123,7 +145,7 @@ pub fn spec_rules() -> Vec<CelRule> {
         ),
         rule("!has(self.adversary) || self.adversary.count <= self.workers", "adversary.count must be <= workers"),
         rule(
-            format!("{immutable}"),
+            immutable.to_string(),
             "workers, redundancy, code, tolerances, model, dataset, training, checkpoint and adversary are immutable; runPolicy, stragglerTimeoutSeconds, ps and worker may change",
         ),
     ]

@@ -279,6 +279,18 @@ fn field_rules_agree_with_the_rust_validation() {
         ("negative backoff", |v| v["spec"]["runPolicy"] = serde_json::json!({"backoffLimit": -1})),
         ("unknown attack", |v| v["spec"]["adversary"] = serde_json::json!({"count": 1, "attack": "teleport"})),
         ("52-character name", |v| v["metadata"]["name"] = "a".repeat(52).into()),
+        ("name starting with a digit", |v| v["metadata"]["name"] = "1fm".into()),
+        ("name ending with '-'", |v| v["metadata"]["name"] = "fm-".into()),
+        ("name with a dot", |v| v["metadata"]["name"] = "f.m".into()),
+        ("deadline above ten years", |v| {
+            v["spec"]["runPolicy"] = serde_json::json!({"activeDeadlineSeconds": 315_360_001})
+        }),
+        ("deadline past the timestamps' range", |v| {
+            v["spec"]["runPolicy"] = serde_json::json!({"activeDeadlineSeconds": 250_000_000_000i64})
+        }),
+        ("zero deadline", |v| v["spec"]["runPolicy"] = serde_json::json!({"activeDeadlineSeconds": 0})),
+        ("ttl above a year", |v| v["spec"]["runPolicy"] = serde_json::json!({"ttlSecondsAfterFinished": 31_536_001})),
+        ("negative ttl", |v| v["spec"]["runPolicy"] = serde_json::json!({"ttlSecondsAfterFinished": -1})),
     ];
     for (what, edit) in cases {
         let object = job_with(edit);
@@ -287,7 +299,13 @@ fn field_rules_agree_with_the_rust_validation() {
     }
     let fine: Vec<(&str, Edit)> = vec![
         ("51-character name", |v| v["metadata"]["name"] = "a".repeat(51).into()),
+        ("name with digits and dashes", |v| v["metadata"]["name"] = "f-1m-2".into()),
+        ("one-letter name", |v| v["metadata"]["name"] = "f".into()),
         ("adversary", |v| v["spec"]["adversary"] = serde_json::json!({"count": 1, "attack": "labelFlip"})),
+        ("ten-year deadline, one-year ttl", |v| {
+            v["spec"]["runPolicy"] =
+                serde_json::json!({"activeDeadlineSeconds": 315_360_000, "ttlSecondsAfterFinished": 31_536_000})
+        }),
         ("run policy", |v| {
             v["spec"]["runPolicy"] = serde_json::json!({"cleanPodPolicy": "All", "backoffLimit": 0, "suspend": true})
         }),

@@ -12,7 +12,7 @@ use draco_api::{CleanPodPolicy, DracoJob, RestartPolicy};
 use draco_core::status::Status as PsStatus;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::children::{self, Replica};
 
@@ -52,8 +52,22 @@ pub struct Plan {
 /// While a job runs, the PS's progress is polled this often.
 pub const POLL: Duration = Duration::from_secs(10);
 
+/// The longest wait before the next look at a job: timers far in the future are re-armed
+/// from a fresh observation (and stay well inside what the controller's timer supports).
+pub const MAX_REQUEUE: Duration = Duration::from_secs(24 * 3600);
+
 fn time(now: Timestamp) -> Time {
     Time(now)
+}
+
+/// `start` plus `seconds` (negative counts as 0); `None` past the representable timestamps.
+pub fn after(start: Timestamp, seconds: i64) -> Option<Timestamp> {
+    start.checked_add(SignedDuration::from_secs(seconds.max(0))).ok()
+}
+
+/// How long from `now` until `then` (> now), at most [`MAX_REQUEUE`].
+fn until(now: Timestamp, then: Timestamp) -> Duration {
+    Duration::try_from(then.duration_since(now)).map_or(POLL, |d| d.min(MAX_REQUEUE))
 }
 
 /// Sets a condition; `lastTransitionTime` moves only when the status flips, so an unchanged
@@ -217,11 +231,14 @@ pub fn plan(obs: &Observed) -> Plan {
         if let (Some(ttl), Some(done_at)) =
             (job.spec.run_policy().ttl_seconds_after_finished, old.completion_time.as_ref().map(|t| t.0))
         {
-            let expires = done_at + Duration::from_secs(ttl.max(0) as u64);
-            if now >= expires {
-                plan.actions.push(Action::DeleteJob);
-            } else {
-                plan.requeue = Some(Duration::try_from(expires.duration_since(now)).unwrap_or(POLL));
+            // An expiry past the end of time (a TTL above the validated bound, from an older
+            // CRD) never comes: the job is kept, nothing panics.
+            if let Some(expires) = after(done_at, i64::from(ttl)) {
+                if now >= expires {
+                    plan.actions.push(Action::DeleteJob);
+                } else {
+                    plan.requeue = Some(until(now, expires));
+                }
             }
         }
         return done(plan, obs);
@@ -257,14 +274,17 @@ pub fn plan(obs: &Observed) -> Plan {
     }
     let started = plan.status.start_time.get_or_insert(time(now)).0;
 
-    if let Some(deadline) = job.spec.run_policy().active_deadline_seconds {
-        let expires = started + Duration::from_secs(deadline.max(0) as u64);
+    // A deadline past the end of time (above the validated bound, from an older CRD) is no
+    // deadline: checked arithmetic, never a panic.
+    if let Some(deadline) = job.spec.run_policy().active_deadline_seconds
+        && let Some(expires) = after(started, deadline)
+    {
         if now >= expires {
             let message = format!("ran longer than runPolicy.activeDeadlineSeconds ({deadline} s)");
             finish(&mut plan, obs, &owned, false, "DeadlineExceeded", message);
             return done(plan, obs);
         }
-        plan.requeue = Some(Duration::try_from(expires.duration_since(now)).unwrap_or(POLL));
+        plan.requeue = Some(until(now, expires));
     }
 
     // The replicas: create what is missing, judge what failed.
@@ -328,7 +348,7 @@ pub fn plan(obs: &Observed) -> Plan {
                     return done(plan, obs);
                 }
                 if pod.metadata.deletion_timestamp.is_none() {
-                    plan.status.restarts += 1;
+                    plan.status.restarts = plan.status.restarts.saturating_add(1);
                     let message =
                         format!("pod {name} failed with {shown}; restart {} of {backoff_limit}", plan.status.restarts);
                     set_condition(
@@ -416,7 +436,7 @@ fn absorb_ps_status(plan: &mut Plan, obs: &Observed) {
         test_accuracy: ps.test_accuracy.map(f64::from),
         steps_per_second: Some((ps.steps_per_second * 100.0).round() / 100.0),
         decoded_steps: ps.decoded_steps as i64,
-        undecodable_steps: (ps.undecodable_steps + ps.bound_violated_steps) as i64,
+        undecodable_steps: ps.undecodable_steps.saturating_add(ps.bound_violated_steps) as i64,
         params_digest: Some(ps.params_digest.clone()),
         last_update_time: if step != old_training.step || old_training.last_update_time.is_none() {
             Some(time(now))
@@ -461,7 +481,7 @@ fn absorb_ps_status(plan: &mut Plan, obs: &Observed) {
     }
     plan.status.byzantine =
         Some(ByzantineStatus { detections_total: detections, suspected_workers: workers.len() as i32, suspects });
-    let undecodable = ps.undecodable_steps + ps.bound_violated_steps;
+    let undecodable = ps.undecodable_steps.saturating_add(ps.bound_violated_steps);
     if undecodable > 0 {
         let message = format!(
             "{undecodable} steps had more liars or missing workers than 2s + e <= r - 1 allows (s = {}, e = {}, r = {})",
@@ -477,4 +497,96 @@ fn absorb_ps_status(plan: &mut Plan, obs: &Observed) {
 fn done(mut plan: Plan, _obs: &Observed) -> Plan {
     plan.status.state = Some(state_of(&plan.status).to_string());
     plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    const SPEC: &str = "
+apiVersion: draco.dev/v1alpha1
+kind: DracoJob
+metadata: {name: fm, namespace: ml, uid: uid-1, generation: 1}
+spec:
+  workers: 3
+  redundancy: 3
+  code: repetition
+  byzantineTolerance: 1
+  model: {architecture: mlp, hidden: [16]}
+  dataset: {format: synthetic}
+  training: {steps: 100, batchSize: 30, optimizer: {type: sgd, learningRate: 0.05}}
+";
+
+    fn now() -> Timestamp {
+        "2026-12-03T10:00:00Z".parse().unwrap()
+    }
+
+    /// The example job with `edit` applied to its JSON form.
+    fn job(edit: impl FnOnce(&mut Value)) -> DracoJob {
+        let mut v: Value = serde_saphyr::from_str(SPEC).unwrap();
+        edit(&mut v);
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// A pod of `job` as the operator creates it, with `status`.
+    fn pod(job: &DracoJob, replica: Replica, status: Value) -> Pod {
+        let defaults = children::PodDefaults { image: "draco:test".into(), image_pull_policy: None };
+        let mut v = serde_json::to_value(children::pod(job, replica, &defaults)).unwrap();
+        v["status"] = status;
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn all_pods(job: &DracoJob, status: Value) -> Vec<Pod> {
+        children::replicas(job).into_iter().map(|r| pod(job, r, status.clone())).collect()
+    }
+
+    fn run(job: &DracoJob, pods: &[Pod], at: Timestamp) -> Plan {
+        plan(&Observed { job, pods, ps_status: None, validity: Ok(()), now: at })
+    }
+
+    /// `job` with the status a plan produced, as the next reconcile sees it.
+    fn with_status(job: &DracoJob, status: &DracoJobStatus) -> DracoJob {
+        let mut next = job.clone();
+        next.status = Some(status.clone());
+        next
+    }
+
+    fn running() -> Value {
+        json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]})
+    }
+
+    #[test]
+    fn an_active_deadline_past_the_end_of_time_is_no_deadline_and_no_panic() {
+        for deadline in [i64::MAX, 250_000_000_000, 1 << 62] {
+            let j = job(|v| v["spec"]["runPolicy"] = json!({"activeDeadlineSeconds": deadline}));
+            let first = run(&j, &[], now());
+            let j = with_status(&j, &first.status);
+            let later = run(&j, &all_pods(&j, running()), now().checked_add(SignedDuration::from_hours(1)).unwrap());
+            assert!(!later.status.is_true(condition::FAILED), "deadline {deadline}");
+            assert!(later.requeue.is_some_and(|r| r <= POLL));
+        }
+    }
+
+    #[test]
+    fn a_ttl_past_the_end_of_time_keeps_the_job_and_never_panics() {
+        let j = job(|v| v["spec"]["runPolicy"] = json!({"ttlSecondsAfterFinished": i32::MAX}));
+        let mut status = DracoJobStatus::default();
+        set_condition(&mut status, condition::SUCCEEDED, true, "JobSucceeded", "done", now());
+        // A completion time near the end of jiff's range: adding the TTL overflows.
+        status.completion_time = Some(Time(Timestamp::MAX.checked_sub(SignedDuration::from_secs(10)).unwrap()));
+        let p = run(&with_status(&j, &status), &[], Timestamp::MAX);
+        assert!(!p.actions.contains(&Action::DeleteJob), "{:?}", p.actions);
+    }
+
+    #[test]
+    fn a_long_ttl_is_waited_for_in_bounded_requeues() {
+        let j = job(|v| v["spec"]["runPolicy"] = json!({"ttlSecondsAfterFinished": 31_536_000}));
+        let mut status = DracoJobStatus::default();
+        set_condition(&mut status, condition::SUCCEEDED, true, "JobSucceeded", "done", now());
+        status.completion_time = Some(Time(now()));
+        let p = run(&with_status(&j, &status), &[], now());
+        assert_eq!(p.requeue, Some(MAX_REQUEUE));
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+    }
 }
