@@ -51,11 +51,13 @@ echo "tsc --strict: $(ls dashboards/*.json | wc -l) dashboards are valid @grafan
 
 echo "== live Prometheus"
 draco="${CARGO_TARGET_DIR:-target}/debug/draco"
-# The PS is killed once mid-run: restarts and reconnects must show where the dashboard looks.
+# The PS is killed once mid-run and a worker once later: restarts and reconnects must show where
+# the dashboard looks. check.py also runs `draco operator` against a fake Kubernetes API server
+# (scripts/observability/fake_kube_api.py) for the operator dashboard.
 # check.py stops Prometheus and the job itself (also on SIGTERM); the trap forwards our own
 # interruption to it, which a foreground child would not get in time.
 python3 scripts/observability/check.py live --draco "$draco" --job scripts/observability/drill-job.yaml \
-  --kill-ps-at 300 &
+  --kill-ps-at 300 --kill-worker-at 700 &
 live=$!
 trap 'kill -TERM "$live" 2>/dev/null; wait "$live" 2>/dev/null' EXIT INT TERM
 wait "$live"

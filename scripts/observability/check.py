@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import os
+import random
 import re
 import shutil
 import signal
@@ -27,6 +28,9 @@ import time
 import urllib.parse
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import operator_drill  # noqa: E402  (next to this file)
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DASHBOARDS = [os.path.join(ROOT, "dashboards", f) for f in ("draco-job.json", "draco-operator.json")]
 RULES = os.path.join(ROOT, "alerts", "draco.rules.yaml")
@@ -37,8 +41,36 @@ DATASOURCE_REFS = {"${datasource}", "$datasource"}
 MAY_BE_EMPTY = {
     # Only non-zero rates are drawn; a healthy drill may have no rejected request at all.
     ("draco-job", "Rejected requests"),
-    # The operator only runs on a cluster (its queries must still parse).
-    ("draco-operator", "*"),
+}
+# Panel queries (dashboard, title, refId) that only show something (non-zero) under a failure
+# the drill does not stage, or need a real cluster; printed by the live check. Every other
+# query must be non-zero at some point of the drill.
+FAILURE_ONLY = {
+    ("draco-job", "Rejected requests", "A"):
+        "requests with a bad token, a wrong rank or step, a malformed body; no drill worker sends one",
+    ("draco-job", "Stragglers / erasures", "A"):
+        "draco_missing_total counts a worker only when a step was decided at the straggler timeout "
+        "without it; with repetition (r = 3, s = 1) a group decides as soon as two copies agree, and a "
+        "group holding a liar waits for the missing worker instead (ps-service StepLoop::run), so the "
+        "drill's repetition code never counts one; a cyclic code with stragglerTolerance would",
+    ("draco-operator", "Running / failed jobs", "A"):
+        "Running needs decoded steps from the PS's /status, which the operator reads at "
+        "<job>-ps.<namespace>.svc:9090 (cluster DNS, not configurable): unreachable without a cluster",
+}
+# Series (dashboard, title, refId, label, value) inside panels that show data, which stay zero
+# unless something fails. Listed so that it is known which lines of a panel the drill proves.
+FAILURE_ONLY_SERIES = {
+    ("draco-job", "Decode outcomes", "A", "outcome", "undecodable"):
+        "a group without s + 1 identical copies although every worker sent: more liars than s",
+    ("draco-job", "Decode outcomes", "A", "outcome", "bound_violated"):
+        "two different vectors each backed by s + 1 workers: more liars than s",
+    ("draco-operator", "DracoJobs by phase", "A", "phase", "Running"):
+        "as for 'Running / failed jobs': needs the PS's /status through cluster DNS",
+    ("draco-operator", "DracoJobs by phase", "A", "phase", "Suspended"):
+        "a user's runPolicy.suspend; the operator tests (operator/tests/controller.rs) cover it",
+    ("draco-operator", "DracoJobs by phase", "A", "phase", "Pending"):
+        "the gauge counts a job after a successful reconcile, which already gives it a condition "
+        "(Created, or Failed for an invalid spec): a job is never counted Pending",
 }
 # Template variables as Grafana would substitute them for a 1 s scrape interval.
 SUBSTITUTIONS = {"$__rate_interval": "5s", "$__interval": "2s", "$__range": "1m"}
@@ -129,13 +161,27 @@ def scrape_families(text):
     return {m.group(1): m.group(2) for m in re.finditer(r"^# TYPE (\S+) (\S+)$", text, re.M)}
 
 
+# PromQL words that look like identifiers but name no series.
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool", "and", "or",
+                "unless", "atan2", "inf", "nan", "start", "end"}
+
+
 def expr_metrics(expr, histograms):
-    """Metric names an expression selects (identifiers followed by a selector or range)."""
+    """Every metric name an expression selects: bare (`sum(draco_operator_jobs)`), with a
+    selector or a range, or as `{__name__="..."}`; never a function, a keyword, a label name
+    (in `by (...)`, `without (...)`, `on (...)`, `ignoring (...)`, `group_left (...)`, matchers)
+    or anything inside a string."""
     names = set()
-    # Drop label matchers' values and strings so their contents are not taken for names.
-    stripped = re.sub(r'"[^"]*"', '""', expr)
-    for m in re.finditer(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{|\[)", stripped):
+    names.update(re.findall(r'__name__\s*=\s*"([^"]*)"', expr))
+    stripped = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', expr)
+    stripped = re.sub(r"\{[^}]*\}", "{}", stripped)  # label matchers
+    stripped = re.sub(r"\[[^\]]*\]", "[]", stripped)  # ranges and subqueries
+    # Label lists go, keyword and all: `sum by (le) (x)` leaves `sum  (x)`, a function call.
+    stripped = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", stripped)
+    for m in re.finditer(r"(?<![\w.:])([a-zA-Z_:][a-zA-Z0-9_:]*)(?![\w:])(?!\s*\()", stripped):
         name = m.group(1)
+        if name in PROMQL_WORDS:
+            continue
         for suffix in ("_bucket", "_sum", "_count"):
             if name.endswith(suffix) and name[: -len(suffix)] in histograms:
                 name = name[: -len(suffix)]
@@ -143,10 +189,43 @@ def expr_metrics(expr, histograms):
     return names
 
 
+def template_queries(dashboard):
+    """(variable name, metric, label) of every `label_values(metric, label)` query variable."""
+    out = []
+    for v in dashboard.get("templating", {}).get("list", []):
+        if v.get("type") != "query":
+            continue
+        q = v.get("query")
+        q = q.get("query") if isinstance(q, dict) else q
+        m = re.fullmatch(r"\s*label_values\(\s*(.+?)\s*,\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)\s*", q or "")
+        out.append((v["name"], q, m and m.group(1), m and m.group(2)))
+    return out
+
+
 # ---------------------------------------------------------------- processes and HTTP
 
 
-def free_port():
+def loopback_port(taken=()):
+    """A loopback port that is free now and that outgoing connections will not take meanwhile:
+    random below the kernel's ephemeral range (where bind(0) ports and every outgoing
+    connection's local port come from), probed; bind(0) only as a fallback. As cli/src/local.rs."""
+    lowest = 10000
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_start = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_start = 32768
+    if ephemeral_start > lowest + 1000:
+        for _ in range(200):
+            port = random.randrange(lowest, ephemeral_start)
+            if port in taken:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                    return port
+                except OSError:
+                    continue
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -157,24 +236,41 @@ def http_get(url, timeout=5):
         return r.read().decode()
 
 
+class PortTaken(Exception):
+    pass
+
+
 class Prometheus:
-    def __init__(self, workdir, sd_file):
-        self.port = free_port()
+    def __init__(self, workdir, sd_file, static_targets=None):
+        """Starts Prometheus on a probed loopback port; when the port was taken between the probe
+        and Prometheus's bind, retries on another."""
+        for attempt in range(5):
+            try:
+                self._start(workdir, sd_file, static_targets, attempt)
+                return
+            except PortTaken:
+                print(f"live: prometheus could not bind 127.0.0.1:{self.port}; trying another port", flush=True)
+        raise SystemExit("FAIL: prometheus could not bind a loopback port in 5 attempts")
+
+    def _start(self, workdir, sd_file, static_targets, attempt):
+        static_targets = static_targets or {}
+        self.port = loopback_port({int(t.rsplit(":", 1)[1]) for t, _ in static_targets.values()})
         self.base = f"http://127.0.0.1:{self.port}"
         config = os.path.join(workdir, "prometheus.yml")
+        scrape_configs = [{"job_name": "draco", "file_sd_configs": [{"files": [sd_file], "refresh_interval": "1s"}]}]
+        for job_name, (target, labels) in static_targets.items():
+            scrape_configs.append({"job_name": job_name, "static_configs": [{"targets": [target], "labels": labels}]})
         with open(config, "w") as f:
             # JSON is YAML: no YAML library needed.
             json.dump(
                 {
                     "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
                     "rule_files": [RULES],
-                    "scrape_configs": [
-                        {"job_name": "draco", "file_sd_configs": [{"files": [sd_file], "refresh_interval": "1s"}]}
-                    ],
+                    "scrape_configs": scrape_configs,
                 },
                 f,
             )
-        self.log = open(os.path.join(workdir, "prometheus.log"), "w")
+        self.log = open(os.path.join(workdir, f"prometheus.log{'.' + str(attempt) if attempt else ''}"), "w")
         self.proc = subprocess.Popen(
             [
                 "prometheus",
@@ -190,6 +286,9 @@ class Prometheus:
         deadline = time.time() + 20
         while True:
             if self.proc.poll() is not None:
+                self.log.close()
+                if "address already in use" in open(self.log.name).read():
+                    raise PortTaken()
                 raise SystemExit(f"FAIL: prometheus exited ({self.proc.returncode}); see {self.log.name}")
             try:
                 if "Ready" in http_get(f"{self.base}/-/ready", 1):
@@ -210,6 +309,9 @@ class Prometheus:
         if reply.get("status") != "success":
             raise ValueError(f"{reply.get('errorType')}: {reply.get('error')}")
         return reply["data"]
+
+    def query_range(self, expr, start, end, step=1):
+        return self.api("query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}", step=f"{step}s")["result"]
 
     def query(self, expr, at=None):
         params = {"query": expr}
@@ -251,10 +353,16 @@ def check_live(args):
     sd_file = os.path.join(workdir, "targets.json")
     with open(sd_file, "w") as f:
         f.write("[]\n")  # Prometheus starts before the job: no targets yet
-    prom, run, crashed = None, None, False
+    prom, run, crashed, operator = None, None, False, None
     started = time.time()
     try:
-        prom = Prometheus(workdir, sd_file)
+        # The operator first: Prometheus scrapes it from its first round.
+        api_port = loopback_port()
+        operator_port = loopback_port({api_port})
+        operator = operator_drill.OperatorDrill(workdir, args.draco, api_port, operator_port)
+        print(f"live: draco operator on 127.0.0.1:{operator_port}, fake Kubernetes API on 127.0.0.1:{api_port}",
+              flush=True)
+        prom = Prometheus(workdir, sd_file, {"draco-operator": (f"127.0.0.1:{operator_port}", {})})
         print(f"live: prometheus ready on {prom.base} in {time.time() - started:.1f} s", flush=True)
         run_log = open(os.path.join(workdir, "draco-run.log"), "w")
         run = subprocess.Popen(
@@ -263,7 +371,7 @@ def check_live(args):
             stdout=run_log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         sel = f'draco_job="{job_name}"'
-        good_at, scrapes, fired, killed_at = None, {}, set(), None
+        good_at, scrapes, fired, killed_at, worker_killed_at = None, {}, set(), None, None
         deadline = time.time() + args.timeout
         while run.poll() is None:
             if time.time() > deadline:
@@ -283,7 +391,9 @@ def check_live(args):
                 pass
             up = int(next(values_of(targets_up), 0))
             if args.kill_ps_at and killed_at is None:
-                killed_at = kill_ps_at_step(prom, sel, args.kill_ps_at, workdir)
+                killed_at = kill_at_step(prom, sel, args.kill_ps_at, workdir)
+            if args.kill_worker_at and worker_killed_at is None:
+                worker_killed_at = kill_at_step(prom, sel, args.kill_worker_at, workdir, "worker-1")
             # All targets answering, each with a few scrapes of history: rates have data here.
             if expected and up == expected and next(values_of(history), 0) >= 5:
                 good_at = time.time()
@@ -309,13 +419,17 @@ def check_live(args):
                              f"see {run_log.name} and {prom.log.name}")
         if set(scrapes) != {"ps", "worker"}:
             fail(f"could not scrape both a PS and a worker during the run (got {sorted(scrapes)})")
+        check_operator(operator, scrapes)
         print(f"live: evaluating at {time.strftime('%H:%M:%S', time.localtime(good_at))}, "
               f"when every target was up", flush=True)
         if args.kill_ps_at:
             check_restart(prom, sel, good_at, killed_at)
+        if args.kill_worker_at and worker_killed_at is None:
+            fail("--kill-worker-at: the PS never reached that step, no worker was killed")
         check_scrapes(scrapes, workdir)
         live_names = {n for text in scrapes.values() for n in scrape_families(text)}
-        check_panels(prom, good_at, job_name, live_names)
+        check_panels(prom, good_at, job_name, live_names, started, time.time())
+        check_variables(prom, job_name)
         check_rules(prom, fired)
         check_lies_named(prom, sel, good_at)
         if args.render:
@@ -325,6 +439,8 @@ def check_live(args):
         raise
     finally:
         stop_process(run)
+        if operator:
+            operator.stop()
         if prom:
             prom.stop()
         if failures or crashed or args.keep:
@@ -333,19 +449,53 @@ def check_live(args):
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def kill_ps_at_step(prom, sel, step, workdir):
-    """SIGKILLs the PS once it passed `step`, like a crashed pod; `draco run` restarts it."""
+def kill_at_step(prom, sel, step, workdir, process="ps"):
+    """SIGKILLs a process of the job (`ps`, `worker-1`) once the PS passed `step`, like a crashed
+    pod; `draco run` restarts it."""
     try:
         at = next(values_of(prom.query(f"max(draco_step{{{sel}}})")), 0)
     except (OSError, ValueError):
         return None
     if at < step:
         return None
-    with open(os.path.join(workdir, "run", "pids", "ps")) as f:
+    with open(os.path.join(workdir, "run", "pids", process)) as f:
         pid = int(f.read().strip())
     os.kill(pid, signal.SIGKILL)
-    print(f"live: killed the PS (pid {pid}) at step {at:.0f}", flush=True)
+    print(f"live: killed {process} (pid {pid}) at step {at:.0f}", flush=True)
     return time.time()
+
+
+def check_operator(operator, scrapes):
+    """The operator's story must have happened (else its panels show nothing real), it must have
+    survived, and the fake API server must have answered every request it made."""
+    want = {f"{operator_drill.NAMESPACE}/fashion-mnist": "Succeeded",
+            f"{operator_drill.NAMESPACE}/invalid-spec": "Failed"}
+    states = operator.wait_for(want, 30)
+    print(f"live: operator: kubelet: {'; '.join(operator.story) or 'nothing'}; job states {states}", flush=True)
+    for job, state in want.items():
+        if states.get(job) != state:
+            fail(f"operator: DracoJob {job} is {states.get(job)}, expected {state}; see {operator.log.name}")
+    if operator.proc.poll() is not None:
+        fail(f"draco operator exited ({operator.proc.returncode}) during the drill; see {operator.log.name}")
+    else:
+        try:
+            scrapes["operator"] = operator.scrape()
+        except OSError as e:
+            fail(f"could not scrape the operator's /metrics: {e}")
+    reasons = sorted({e.get("reason") for e in operator.events()})
+    print(f"live: operator: {len(operator.events())} events.k8s.io/v1 events stored, reasons {reasons}")
+    summary = operator.request_summary()
+    print(f"live: operator: {sum(summary.values())} requests to the Kubernetes API "
+          f"(full log: {operator.api.log_file.name}):")
+    for (method, path, code), n in sorted(summary.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
+        print(f"    {n:5d}  {method:6s} {path} -> {code}")
+    # A request the fake cannot route or parse is one it does not implement: a gap in the mock,
+    # not the operator's behaviour. (403 in the deleted namespace and 404/409 are expected.)
+    for (method, path, code), n in summary.items():
+        if code in (400, 405, 415, 422):
+            fail(f"operator: the fake Kubernetes API answered {method} {path} with {code} ({n}x): not implemented")
+    for request in sorted(set(operator.api.unrouted)):
+        fail(f"operator: the fake Kubernetes API does not serve {request} (404): add the resource to fake_kube_api.py")
 
 
 def check_restart(prom, sel, at, killed_at):
@@ -381,7 +531,7 @@ def check_lies_named(prom, sel, at):
 
 def check_scrapes(scrapes, workdir):
     docs = documented_metrics()
-    for role, section in (("ps", "Parameter server"), ("worker", "Worker")):
+    for role, section in (("ps", "Parameter server"), ("worker", "Worker"), ("operator", "Operator")):
         text = scrapes.get(role)
         if text is None:
             continue
@@ -403,40 +553,95 @@ def check_scrapes(scrapes, workdir):
             fail(f"docs/metrics.md ## {section} lists {name}, the live {role} scrape has no such metric")
 
 
-def check_panels(prom, at, job_name, live_names):
+def check_panels(prom, at, job_name, live_names, start, end):
+    """Every panel query: its metrics are exported (live) and documented, Prometheus accepts it,
+    it returns data (the job dashboard at `at`, when every target was up; the operator's at some
+    point of the drill: its rates only move when a reconcile ran), and some series is non-zero at
+    some point of the drill, unless the query is listed in FAILURE_ONLY with its reason."""
     docs = documented_metrics()
     documented = {n: k for section in docs.values() for n, k in section.items()}
-    operator = set(docs.get("Operator", {}))
     histograms = {n for n, k in documented.items() if k == "histogram"}
-    with_data, allowed_empty, total = 0, 0, 0
+    with_data, allowed_empty, total, zero_listed = 0, 0, 0, []
+    listed_seen = set()
     for name, d in load_dashboards().items():
         for p, t in targets(d):
             total += 1
             title = p.get("title")
+            ref = t.get("refId")
             expr = t["expr"]
             for k, v in SUBSTITUTIONS.items():
                 expr = expr.replace(k, v)
             expr = expr.replace("$job", job_name)
-            where = f"{name} / {title!r} / {t.get('refId')}"
-            for metric in expr_metrics(expr, histograms) - PROMETHEUS_SERIES:
+            where = f"{name} / {title!r} / {ref}"
+            selected = expr_metrics(expr, histograms)
+            if not selected:
+                fail(f"{where}: no metric name found in the query\n    {expr}")
+            for metric in selected - PROMETHEUS_SERIES:
                 if metric not in documented:
                     fail(f"{where}: metric {metric} is neither exported nor documented in docs/metrics.md")
-                elif metric not in operator and metric not in live_names:
-                    fail(f"{where}: metric {metric} is not in the live PS or worker scrape")
+                elif metric not in live_names:
+                    fail(f"{where}: metric {metric} is not in the live PS, worker or operator scrape")
             try:
                 result = prom.query(expr, at)
+                over_time = prom.query_range(expr, start, end)
             except ValueError as e:
                 fail(f"{where}: Prometheus rejects the query: {e}\n    {expr}")
                 continue
+            if name == "draco-operator":
+                result = over_time
             finite = [v for v in values_of(result) if not math.isnan(v)]
             if finite:
                 with_data += 1
-            elif (name, title) in MAY_BE_EMPTY or (name, "*") in MAY_BE_EMPTY:
+            elif (name, title) in MAY_BE_EMPTY:
                 allowed_empty += 1
             else:
                 fail(f"{where}: no data ({len(result)} series, none with a number) during the drill\n    {expr}")
+            # Data that is zero all along shows nothing: only panels listed as failure-only may.
+            nonzero = [v for v in values_of(over_time) if not math.isnan(v) and v != 0]
+            reason = FAILURE_ONLY.get((name, title, ref))
+            if reason:
+                listed_seen.add((name, title, ref))
+                zero_listed.append((where, reason, bool(nonzero)))
+            elif not nonzero and (finite or (name, title) not in MAY_BE_EMPTY):
+                fail(f"{where}: zero throughout the drill ({len(over_time)} series): it never showed anything; "
+                     f"exercise it in the drill or list it in FAILURE_ONLY with the reason\n    {expr}")
+            for (sd, st, sref, label, value), why in FAILURE_ONLY_SERIES.items():
+                if (sd, st, sref) == (name, title, ref):
+                    listed_seen.add((sd, st, sref, label, value))
+                    series = [s for s in over_time if s["metric"].get(label) == value]
+                    if not series:
+                        fail(f"{where}: FAILURE_ONLY_SERIES lists its {label}={value} series, the query has none")
+                    elif any(v != 0 and not math.isnan(v) for v in values_of(series)):
+                        print(f"live: note: {where} {label}={value} (listed failure-only) was non-zero")
+                    else:
+                        zero_listed.append((f"{where} {{{label}={value!r}}}", why, False))
+    for key in set(FAILURE_ONLY) | set(FAILURE_ONLY_SERIES):
+        if key not in listed_seen:
+            fail(f"FAILURE_ONLY lists {key}, which no dashboard query matches")
     print(f"live: {total} panel queries: {with_data} returned data, {allowed_empty} empty as listed in "
-          f"MAY_BE_EMPTY, {total - with_data - allowed_empty} failed", flush=True)
+          f"MAY_BE_EMPTY, {total - with_data - allowed_empty} failed; every other query was non-zero at "
+          f"some point of the drill", flush=True)
+    print(f"live: {len(zero_listed)} panel queries or series only show data under failure or need a cluster "
+          f"(FAILURE_ONLY), not exercised by the drill:")
+    for where, reason, nonzero in zero_listed:
+        print(f"    {where}{' (had data this time)' if nonzero else ''}: {reason}")
+
+
+def check_variables(prom, job_name):
+    """Each `label_values(metric, label)` variable: the metric is a live series with that label,
+    and Prometheus lists the drill's job among its values (what Grafana's selector offers)."""
+    for name, d in load_dashboards().items():
+        for var, query, metric, label in template_queries(d):
+            where = f"{name}: variable ${var} ({query})"
+            if metric is None:
+                fail(f"{where}: not a label_values(metric, label) query; check.py cannot check it")
+                continue
+            values = prom.api("label/" + label + "/values", **{"match[]": metric})
+            if job_name not in values:
+                fail(f"{where}: Prometheus's values of {label} on {metric} are {values}, without the drill's "
+                     f"job {job_name!r}")
+            else:
+                print(f"live: {where}: {label} values {values}")
 
 
 def check_rules(prom, fired):
@@ -513,10 +718,12 @@ def main():
     live = sub.add_parser("live")
     live.add_argument("--draco", required=True, help="the draco binary")
     live.add_argument("--job", required=True, help="DracoJob YAML of the drill")
-    live.add_argument("--timeout", type=float, default=120, help="seconds the job may take")
+    # A debug build on 2 busy cores takes minutes; the limit only catches a hung job.
+    live.add_argument("--timeout", type=float, default=600, help="seconds the job may take")
     live.add_argument("--render", help="also write this PNG (needs matplotlib)")
     live.add_argument("--keep", action="store_true", help="keep the work directory")
     live.add_argument("--kill-ps-at", type=int, help="SIGKILL the PS once it passed this step (restart drill)")
+    live.add_argument("--kill-worker-at", type=int, help="SIGKILL worker 1 once the PS passed this step")
     args = parser.parse_args()
     # SIGTERM (e.g. from the calling script's trap) runs the finally blocks that stop processes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
