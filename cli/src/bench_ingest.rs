@@ -32,11 +32,13 @@ pub fn run(args: &IngestArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     println!("draco bench ingest: {} workers push concurrently, best of {} steps", args.workers, args.steps);
     println!(
-        "{:<10} {:>11} {:>10} {:>10} {:>8} | {:>10} {:>9} {:>10} {:>9} {:>9}",
+        "{:<10} {:>11} {:>8} {:>9} {:>6} {:>9} {:>6} | {:>10} {:>9} {:>10} {:>9} {:>9}",
         "model",
         "params",
         "PS GB/s",
         "TCP GB/s",
+        "ratio",
+        "sink GB/s",
         "ratio",
         "compute ms",
         "encode ms",
@@ -50,15 +52,19 @@ pub fn run(args: &IngestArgs) -> anyhow::Result<()> {
             draco_model::initial_parameters(&Architecture::Mlp { hidden: vec![hidden] }, [1, 28, 28], 10, 1);
         let d = params.len();
         let (ps_seconds, bytes) = runtime.block_on(through_ps(&job, args.steps))?;
-        let tcp_seconds = runtime.block_on(raw_tcp(bytes, args.workers))?;
+        let sink_seconds = runtime.block_on(raw_tcp(bytes, args.workers, Receiver::Discard))?;
+        let tcp_seconds = runtime.block_on(raw_tcp(bytes, args.workers, Receiver::Keep))?;
         let split = step_split(&job, &params)?;
+        let gbps = |seconds: f64| bytes as f64 / seconds / 1e9;
         println!(
-            "{:<10} {:>11} {:>10.2} {:>10.2} {:>8.2} | {:>10.1} {:>9.1} {:>10.1} {:>9.1} {:>9.1}",
+            "{:<10} {:>11} {:>8.2} {:>9.2} {:>6.2} {:>9.2} {:>6.2} | {:>10.1} {:>9.1} {:>10.1} {:>9.1} {:>9.1}",
             label,
             d,
-            bytes as f64 / ps_seconds / 1e9,
-            bytes as f64 / tcp_seconds / 1e9,
+            gbps(ps_seconds),
+            gbps(tcp_seconds),
             tcp_seconds / ps_seconds,
+            gbps(sink_seconds),
+            sink_seconds / ps_seconds,
             split[0] * 1e3,
             split[1] * 1e3,
             ps_seconds * 1e3,
@@ -66,7 +72,10 @@ pub fn run(args: &IngestArgs) -> anyhow::Result<()> {
             split[3] * 1e3
         );
     }
-    println!("ratio = PS gRPC ingest throughput / raw TCP throughput of the same bytes (higher is better)");
+    println!(
+        "ratio = PS gRPC ingest throughput / raw TCP throughput of the same bytes, received into a whole-message \
+         buffer as the PS must (TCP) or read and dropped (sink); higher is better"
+    );
     Ok(())
 }
 
@@ -166,8 +175,18 @@ async fn through_ps(job: &JobConfig, steps: u64) -> anyhow::Result<(f64, usize)>
     Ok((best, n * 4 * job.scheme.workers))
 }
 
+/// What the raw-TCP baseline's receiver does with the bytes.
+#[derive(Clone, Copy, PartialEq)]
+enum Receiver {
+    /// Reads into one reused 1 MiB buffer and drops it: the bytes never land anywhere.
+    Discard,
+    /// Reads each worker's bytes into a fresh buffer of the whole message, as any gradient
+    /// receiver (the PS included) must hold it.
+    Keep,
+}
+
 /// The same bytes over plain TCP on loopback, one connection per worker, fastest of 5.
-async fn raw_tcp(bytes: usize, workers: usize) -> anyhow::Result<f64> {
+async fn raw_tcp(bytes: usize, workers: usize, receiver: Receiver) -> anyhow::Result<f64> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let per_worker = bytes / workers;
@@ -175,10 +194,21 @@ async fn raw_tcp(bytes: usize, workers: usize) -> anyhow::Result<f64> {
         loop {
             let Ok((mut socket, _)) = listener.accept().await else { break };
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 1 << 20];
-                while let Ok(n) = socket.read(&mut buf).await {
-                    if n == 0 {
-                        break;
+                if receiver == Receiver::Keep {
+                    let mut message = Vec::with_capacity(per_worker);
+                    while message.len() < per_worker {
+                        match socket.read_buf(&mut message).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {}
+                        }
+                    }
+                    std::hint::black_box(&message);
+                } else {
+                    let mut buf = vec![0u8; 1 << 20];
+                    while let Ok(n) = socket.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
                     }
                 }
                 let _ = socket.write_all(b"k").await;
