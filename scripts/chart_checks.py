@@ -32,14 +32,16 @@ EXPECTED_RULES = {
     ("", "pods"): {"list", "watch", "create", "delete"},
     # Read, then created when missing; deletion is left to the garbage collector.
     ("", "services"): {"get", "create"},
-    ("", "configmaps"): {"get", "create"},
+    # The ConfigMap is also patched when an editable field (stragglerTimeoutSeconds) changes.
+    ("", "configmaps"): {"get", "create", "patch"},
     ("networking.k8s.io", "networkpolicies"): {"get", "create"},
-    # Created once; an empty merge patch tells whose an existing one is (never read, listed or watched).
-    ("", "secrets"): {"create", "patch"},
+    # Created only: the name holds the job's UID, so an existing one is the job's own. Never read
+    # (a patch or update returns the object, so those would be reads too).
+    ("", "secrets"): {"create"},
     # kube-runtime's event Recorder writes events.k8s.io/v1 events.
     ("events.k8s.io", "events"): {"create", "patch"},
 }
-SECRET_READ_VERBS = {"get", "list", "watch"}
+SECRET_READ_VERBS = {"get", "list", "watch", "patch", "update"}
 
 
 def load(path):

@@ -157,6 +157,11 @@ fn to_json(rules: Vec<CelRule>) -> Value {
 
 /// Kubernetes stores integers as int64: schemars' unsigned formats (`uint`, `uint64`, ...) are
 /// not Kubernetes formats. The `minimum` bounds that came with them stay.
+///
+/// The API server does not enforce `format: int32` on custom resources, so every int32 field
+/// (the pod templates have dozens: ports, UIDs, probe periods) also gets explicit bounds: one
+/// object with an out-of-range number would otherwise be admitted and then break the
+/// operator's list and watch of every DracoJob.
 fn kubernetes_integer_formats(schema: &mut Value) {
     match schema {
         Value::Object(map) => {
@@ -165,6 +170,10 @@ fn kubernetes_integer_formats(schema: &mut Value) {
             {
                 let narrow = matches!(format.as_str(), "uint8" | "uint16" | "uint32");
                 map.insert("format".into(), Value::String(if narrow { "int32" } else { "int64" }.into()));
+            }
+            if map.get("format").and_then(Value::as_str) == Some("int32") {
+                map.entry("minimum").or_insert(json!(i32::MIN));
+                map.entry("maximum").or_insert(json!(i32::MAX));
             }
             map.values_mut().for_each(kubernetes_integer_formats);
         }

@@ -34,6 +34,10 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "draco-ope
 pub const CONTAINER: &str = "draco";
 const CONFIG_DIR: &str = "/etc/draco/config";
 const TOKENS_DIR: &str = "/etc/draco/tokens";
+/// The operator's own volumes. A template volume of the same name is dropped (the job's wiring
+/// wins); prefixed so that a user's ordinary `config` or `tokens` volume never collides.
+const CONFIG_VOLUME: &str = "draco-config";
+const TOKENS_VOLUME: &str = "draco-tokens";
 /// A user's pod template may bring its own volume under this name (e.g. a PVC) so checkpoints
 /// survive suspend/resume and node loss; the default is an emptyDir.
 pub const CHECKPOINT_VOLUME: &str = "checkpoints";
@@ -71,8 +75,14 @@ pub fn pod_name(job: &str, replica: Replica) -> String {
 pub fn config_map_name(job: &str) -> String {
     format!("{job}-config")
 }
-pub fn secret_name(job: &str) -> String {
-    format!("{job}-tokens")
+/// The token Secret's name carries the job's UID: a job deleted and re-created under the same
+/// name never meets the old job's Secret (still awaiting garbage collection), and an existing
+/// Secret of this name can only be this job's, so the operator never reads one back.
+pub fn secret_name(job: &DracoJob) -> String {
+    match job.metadata.uid.as_deref() {
+        Some(uid) => format!("{}-tokens-{uid}", job.name()),
+        None => format!("{}-tokens", job.name()),
+    }
 }
 pub fn token_key(rank: usize) -> String {
     format!("worker-{rank}")
@@ -152,7 +162,7 @@ pub fn config_map(job: &DracoJob) -> ConfigMap {
 pub fn token_secret(job: &DracoJob, tokens: &[String]) -> Secret {
     let data = tokens.iter().enumerate().map(|(rank, t)| (token_key(rank), t.clone())).collect();
     Secret {
-        metadata: meta(job, secret_name(job.name()), job_labels(job)),
+        metadata: meta(job, secret_name(job), job_labels(job)),
         string_data: Some(data),
         type_: Some("Opaque".into()),
         immutable: Some(true),
@@ -190,16 +200,41 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(read_only), ..Default::default() }
 }
 
-fn restricted_container_security() -> SecurityContext {
-    SecurityContext {
-        run_as_non_root: Some(true),
-        run_as_user: Some(RUN_AS_USER),
-        read_only_root_filesystem: Some(true),
-        allow_privilege_escalation: Some(false),
-        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
-        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
-        ..SecurityContext::default()
-    }
+/// The template's container securityContext with every hardening field it leaves unset filled
+/// in: a template that sets only `runAsUser` keeps a read-only root, no privilege escalation
+/// and no capabilities. Fields the template sets explicitly are the user's decision.
+fn harden_container(user: Option<SecurityContext>) -> SecurityContext {
+    let mut sc = user.unwrap_or_default();
+    sc.run_as_non_root.get_or_insert(true);
+    sc.run_as_user.get_or_insert(RUN_AS_USER);
+    sc.read_only_root_filesystem.get_or_insert(true);
+    sc.allow_privilege_escalation.get_or_insert(false);
+    let capabilities = sc.capabilities.get_or_insert_with(Capabilities::default);
+    capabilities.drop.get_or_insert_with(|| vec!["ALL".into()]);
+    sc.seccomp_profile.get_or_insert_with(runtime_default_seccomp);
+    sc
+}
+
+/// The pod-level counterpart of [`harden_container`].
+fn harden_pod(user: Option<PodSecurityContext>) -> PodSecurityContext {
+    let mut sc = user.unwrap_or_default();
+    sc.run_as_non_root.get_or_insert(true);
+    sc.run_as_user.get_or_insert(RUN_AS_USER);
+    sc.fs_group.get_or_insert(RUN_AS_USER);
+    sc.seccomp_profile.get_or_insert_with(runtime_default_seccomp);
+    sc
+}
+
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }
+}
+
+/// Whether the PS's template brings its own `checkpoints` volume (not an emptyDir), so its
+/// checkpoints outlive the pod (suspend/resume, node loss).
+pub fn has_persistent_checkpoints(job: &DracoJob) -> bool {
+    let template = job.spec.ps.as_ref().and_then(|r| r.template.as_ref());
+    let volumes = template.and_then(|t| t.spec.as_ref()).and_then(|s| s.volumes.as_ref());
+    volumes.into_iter().flatten().any(|v| v.name == CHECKPOINT_VOLUME && v.empty_dir.is_none())
 }
 
 /// Where the operator's image and pull policy come from.
@@ -234,9 +269,9 @@ pub fn pod(job: &DracoJob, replica: Replica, defaults: &PodDefaults) -> Pod {
         }
     }
     let mut ours = vec![env("DRACO_CONFIG", format!("{CONFIG_DIR}/config.json")), env("RUST_LOG", "info")];
-    let mut mounts = vec![mount("config", CONFIG_DIR, true)];
+    let mut mounts = vec![mount(CONFIG_VOLUME, CONFIG_DIR, true)];
     let mut volumes = vec![Volume {
-        name: "config".into(),
+        name: CONFIG_VOLUME.into(),
         config_map: Some(ConfigMapVolumeSource { name: config_map_name(name), ..Default::default() }),
         ..Volume::default()
     }];
@@ -253,12 +288,12 @@ pub fn pod(job: &DracoJob, replica: Replica, defaults: &PodDefaults) -> Pod {
             container.ports = Some(vec![port("grpc", GRPC_PORT), port("http", HTTP_PORT)]);
             container.readiness_probe = Some(http_probe("/readyz", "http", 5));
             container.liveness_probe = Some(http_probe("/healthz", "http", 10));
-            mounts.push(mount("tokens", TOKENS_DIR, true));
+            mounts.push(mount(TOKENS_VOLUME, TOKENS_DIR, true));
             mounts.push(mount(CHECKPOINT_VOLUME, CHECKPOINT_DIR, false));
             volumes.push(Volume {
-                name: "tokens".into(),
+                name: TOKENS_VOLUME.into(),
                 secret: Some(SecretVolumeSource {
-                    secret_name: Some(secret_name(name)),
+                    secret_name: Some(secret_name(job)),
                     default_mode: Some(0o440),
                     ..Default::default()
                 }),
@@ -281,7 +316,7 @@ pub fn pod(job: &DracoJob, replica: Replica, defaults: &PodDefaults) -> Pod {
                     name: "DRACO_TOKEN".into(),
                     value_from: Some(EnvVarSource {
                         secret_key_ref: Some(SecretKeySelector {
-                            name: secret_name(name),
+                            name: secret_name(job),
                             key: token_key(rank),
                             optional: Some(false),
                         }),
@@ -307,11 +342,13 @@ pub fn pod(job: &DracoJob, replica: Replica, defaults: &PodDefaults) -> Pod {
     all_mounts.retain(|m| !mounts.iter().any(|o| o.mount_path == m.mount_path));
     all_mounts.extend(mounts);
     container.volume_mounts = Some(all_mounts);
-    container.security_context.get_or_insert_with(restricted_container_security);
+    container.security_context = Some(harden_container(container.security_context.take()));
     spec.containers.insert(0, container);
 
-    // A template's volume of the same name (e.g. a PVC named `checkpoints`) replaces ours.
+    // A template's `checkpoints` volume (e.g. a PVC) replaces our emptyDir; the config and
+    // token volumes are always ours.
     let mut all_volumes = spec.volumes.take().unwrap_or_default();
+    all_volumes.retain(|u| u.name != CONFIG_VOLUME && u.name != TOKENS_VOLUME);
     volumes.retain(|v| !all_volumes.iter().any(|u| u.name == v.name));
     all_volumes.extend(volumes);
     spec.volumes = Some(all_volumes);
@@ -319,13 +356,7 @@ pub fn pod(job: &DracoJob, replica: Replica, defaults: &PodDefaults) -> Pod {
     spec.restart_policy = Some("Never".into());
     spec.automount_service_account_token = Some(false);
     spec.enable_service_links = Some(false);
-    spec.security_context.get_or_insert_with(|| PodSecurityContext {
-        run_as_non_root: Some(true),
-        run_as_user: Some(RUN_AS_USER),
-        fs_group: Some(RUN_AS_USER),
-        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
-        ..PodSecurityContext::default()
-    });
+    spec.security_context = Some(harden_pod(spec.security_context.take()));
     if let Replica::Worker(_) = replica {
         spec.hostname = Some(pod_name(name, replica));
     }
@@ -388,5 +419,99 @@ pub fn network_policy(job: &DracoJob) -> NetworkPolicy {
             ]),
             ..Default::default()
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    /// A three-worker job with `edit` applied to its JSON form.
+    fn job(edit: impl FnOnce(&mut Value)) -> DracoJob {
+        let mut v = json!({
+            "apiVersion": "draco.dev/v1alpha1", "kind": "DracoJob",
+            "metadata": {"name": "fm", "namespace": "ml", "uid": "uid-1"},
+            "spec": {"workers": 3, "redundancy": 3, "code": "repetition", "byzantineTolerance": 1,
+                "model": {"architecture": "mlp", "hidden": [16]}, "dataset": {"format": "synthetic"},
+                "training": {"steps": 10, "batchSize": 30, "optimizer": {"type": "sgd", "learningRate": 0.05}}}
+        });
+        edit(&mut v);
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn defaults() -> PodDefaults {
+        PodDefaults { image: "draco:test".into(), image_pull_policy: None }
+    }
+
+    /// A template volume called `config` or `tokens` is the user's own: the job's ConfigMap and
+    /// token Secret stay under /etc/draco/config and /etc/draco/tokens.
+    #[test]
+    fn a_template_volume_named_config_or_tokens_does_not_replace_the_operators() {
+        let j = job(|v| {
+            let template = json!({"spec": {
+                "containers": [{"name": "draco",
+                    "volumeMounts": [{"name": "config", "mountPath": "/app/config"}, {"name": "tokens", "mountPath": "/app/tokens"}]}],
+                "volumes": [{"name": "config", "configMap": {"name": "my-app-settings"}},
+                            {"name": "tokens", "secret": {"secretName": "my-api-keys"}}]}});
+            v["spec"]["ps"] = json!({"template": template.clone()});
+            v["spec"]["worker"] = json!({"template": template});
+        });
+        for replica in [Replica::Ps, Replica::Worker(0)] {
+            let spec = pod(&j, replica, &defaults()).spec.unwrap();
+            let mounts = spec.containers[0].volume_mounts.clone().unwrap();
+            let volumes = spec.volumes.clone().unwrap();
+            let backing = |path: &str| {
+                let m = mounts.iter().find(|m| m.mount_path == path).unwrap();
+                volumes.iter().find(|v| v.name == m.name).unwrap().clone()
+            };
+            let config = backing("/etc/draco/config");
+            assert_eq!(
+                config.config_map.as_ref().map(|c| c.name.as_str()),
+                Some("fm-config"),
+                "{replica:?}: DRACO_CONFIG is read from {config:?}"
+            );
+            if replica == Replica::Ps {
+                let tokens = backing("/etc/draco/tokens");
+                assert_eq!(
+                    tokens.secret.as_ref().and_then(|s| s.secret_name.as_deref()),
+                    Some("fm-tokens-uid-1"),
+                    "PS tokens are read from {tokens:?}"
+                );
+            }
+        }
+    }
+
+    /// A template securityContext that sets one field (runAsUser, e.g. to match a PVC's owner)
+    /// keeps every hardening field it left unset.
+    #[test]
+    fn a_partial_template_security_context_keeps_the_hardening() {
+        let j = job(|v| {
+            v["spec"]["worker"] = json!({"template": {"spec": {"containers": [{"name": "draco",
+                "securityContext": {"runAsUser": 1000}}]}}})
+        });
+        let spec = pod(&j, Replica::Worker(0), &defaults()).spec.unwrap();
+        let sc = spec.containers[0].security_context.clone().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{sc:?}");
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{sc:?}");
+        assert_eq!(sc.run_as_non_root, Some(true), "{sc:?}");
+    }
+
+    #[test]
+    fn only_a_non_emptydir_checkpoints_volume_is_persistent() {
+        let with = |volume: Value| {
+            job(|v| v["spec"]["ps"] = json!({"template": {"spec": {"containers": [], "volumes": [volume]}}}))
+        };
+        assert!(!has_persistent_checkpoints(&job(|_| {})));
+        assert!(!has_persistent_checkpoints(&with(json!({"name": "checkpoints", "emptyDir": {}}))));
+        assert!(!has_persistent_checkpoints(&with(
+            json!({"name": "data", "persistentVolumeClaim": {"claimName": "c"}})
+        )));
+        let pvc = with(json!({"name": "checkpoints", "persistentVolumeClaim": {"claimName": "fm-ckpt"}}));
+        assert!(has_persistent_checkpoints(&pvc));
+        // The template's PVC replaces the operator's emptyDir under the checkpoint directory.
+        let spec = pod(&pvc, Replica::Ps, &defaults()).spec.unwrap();
+        let volume = spec.volumes.unwrap().into_iter().find(|v| v.name == CHECKPOINT_VOLUME).unwrap();
+        assert_eq!(volume.persistent_volume_claim.map(|c| c.claim_name).as_deref(), Some("fm-ckpt"));
     }
 }

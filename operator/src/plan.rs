@@ -25,7 +25,18 @@ pub struct Observed<'a> {
     pub ps_status: Option<&'a PsStatus>,
     /// The Rust and CEL validation verdict on the spec.
     pub validity: Result<(), String>,
+    /// Why the job's own objects (ConfigMap, Service, NetworkPolicy, token Secret) are not
+    /// usable yet, when one of their names is taken; no pods are created until it clears.
+    pub blocked: Option<Blocked>,
     pub now: Timestamp,
+}
+
+/// A child object's name held by someone else.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Blocked {
+    /// `WaitingForOldObjects` (a deleted job's, garbage collection pending) or `NameConflict`.
+    pub reason: String,
+    pub message: String,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -152,14 +163,23 @@ fn unschedulable(pod: &Pod) -> Option<String> {
     (c.reason.as_deref() == Some("Unschedulable")).then(|| c.message.clone().unwrap_or_default())
 }
 
+/// Whether Kubernetes itself took the pod away (eviction, preemption, node pressure or
+/// shutdown): its exit code then says nothing about the program.
+pub fn disrupted(pod: &Pod) -> bool {
+    let Some(status) = pod.status.as_ref() else { return false };
+    status.reason.as_deref().is_some_and(|r| matches!(r, "Evicted" | "Preempting" | "Terminated" | "Shutdown"))
+        || status.conditions.iter().flatten().any(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+}
+
 /// Whether a failed pod may be restarted, per the replica's restartPolicy (Kubeflow semantics).
-pub fn retryable(policy: RestartPolicy, exit_code: Option<i32>) -> bool {
+pub fn retryable(policy: RestartPolicy, exit_code: Option<i32>, disrupted: bool) -> bool {
     match policy {
         RestartPolicy::Always | RestartPolicy::OnFailure => true,
         RestartPolicy::Never => false,
         // 1-127: the program said no (bad config, a bug); 128+: killed by a signal (OOM, node
-        // loss, preemption). No exit code at all (eviction before start) is retryable too.
-        RestartPolicy::ExitCode => !matches!(exit_code, Some(1..=127)),
+        // loss, preemption). No exit code at all (eviction before start) is retryable too, and
+        // so is any pod Kubernetes disrupted, whatever it exited with.
+        RestartPolicy::ExitCode => disrupted || !matches!(exit_code, Some(1..=127)),
     }
 }
 
@@ -244,6 +264,19 @@ pub fn plan(obs: &Observed) -> Plan {
         return done(plan, obs);
     }
 
+    // A child's name held by another object: no pods until it clears, and the job says why.
+    if let Some(blocked) = &obs.blocked {
+        let already = old
+            .condition(condition::RUNNING)
+            .is_some_and(|c| c.reason == blocked.reason && c.message == blocked.message);
+        set_condition(&mut plan.status, condition::RUNNING, false, &blocked.reason, &blocked.message, now);
+        if !already {
+            event(&mut plan.actions, true, &blocked.reason, blocked.message.clone());
+        }
+        plan.requeue = Some(Duration::from_secs(5));
+        return done(plan, obs);
+    }
+
     if !old.is_true(condition::CREATED) {
         let message = format!("created the PS and {} workers' objects", job.spec.workers);
         set_condition(&mut plan.status, condition::CREATED, true, "JobCreated", &message, now);
@@ -257,8 +290,20 @@ pub fn plan(obs: &Observed) -> Plan {
                 plan.actions.push(Action::DeletePod(pod.metadata.name.clone().unwrap_or_default()));
             }
         }
+        // The deleted pods are no longer active or ready, even while they terminate.
+        plan.status.replica_statuses = Some(ReplicaStatuses::default());
+        plan.status.workers_ready = Some(format!("0/{}", job.spec.workers));
         if !old.is_true(condition::SUSPENDED) {
-            let message = "runPolicy.suspend is true: pods removed".to_string();
+            let message = if children::has_persistent_checkpoints(job) {
+                "runPolicy.suspend is true: pods removed; resuming restarts the PS from its latest checkpoint"
+                    .to_string()
+            } else {
+                format!(
+                    "runPolicy.suspend is true: pods removed; the PS's checkpoints were in an emptyDir, so resuming \
+                     restarts training from step 0 (give spec.ps.template a volume named `{}`, e.g. a PVC, to keep them)",
+                    children::CHECKPOINT_VOLUME
+                )
+            };
             set_condition(&mut plan.status, condition::SUSPENDED, true, "JobSuspended", &message, now);
             set_condition(&mut plan.status, condition::RUNNING, false, "JobSuspended", &message, now);
             event(&mut plan.actions, false, "Suspended", message);
@@ -327,6 +372,9 @@ pub fn plan(obs: &Observed) -> Plan {
                     return done(plan, obs);
                 }
             }
+            // A pod being deleted (by a restart, a suspend, a drain) decides nothing: it is
+            // recreated once gone.
+            _ if pod.metadata.deletion_timestamp.is_some() => all_ready = false,
             "Failed" => {
                 tally.failed += 1;
                 all_ready = false;
@@ -334,7 +382,7 @@ pub fn plan(obs: &Observed) -> Plan {
                 let policy = restart_policy(job, replica);
                 let shown = code.map_or("no exit code".to_string(), |c| format!("exit code {c}"));
                 let kind = if replica == Replica::Ps { "PS" } else { "Worker" };
-                if !retryable(policy, code) {
+                if !retryable(policy, code, disrupted(pod)) {
                     let message = format!("pod {name} failed with {shown}: permanent under restartPolicy {policy:?}");
                     finish(&mut plan, obs, &owned, false, &format!("{kind}Failed"), message);
                     return done(plan, obs);
@@ -347,23 +395,20 @@ pub fn plan(obs: &Observed) -> Plan {
                     finish(&mut plan, obs, &owned, false, "BackoffLimitExceeded", message);
                     return done(plan, obs);
                 }
-                if pod.metadata.deletion_timestamp.is_none() {
-                    plan.status.restarts = plan.status.restarts.saturating_add(1);
-                    let message =
-                        format!("pod {name} failed with {shown}; restart {} of {backoff_limit}", plan.status.restarts);
-                    set_condition(
-                        &mut plan.status,
-                        condition::RESTARTING,
-                        true,
-                        &format!("{kind}Restarting"),
-                        &message,
-                        now,
-                    );
-                    event(&mut plan.actions, true, "Restarting", message);
-                    plan.actions.push(Action::DeletePod(name));
-                }
+                plan.status.restarts = plan.status.restarts.saturating_add(1);
+                let message =
+                    format!("pod {name} failed with {shown}; restart {} of {backoff_limit}", plan.status.restarts);
+                set_condition(
+                    &mut plan.status,
+                    condition::RESTARTING,
+                    true,
+                    &format!("{kind}Restarting"),
+                    &message,
+                    now,
+                );
+                event(&mut plan.actions, true, "Restarting", message);
+                plan.actions.push(Action::DeletePod(name));
             }
-            _ if pod.metadata.deletion_timestamp.is_some() => all_ready = false,
             running_or_pending => {
                 tally.active += 1;
                 if is_ready(pod) {
@@ -542,7 +587,7 @@ spec:
     }
 
     fn run(job: &DracoJob, pods: &[Pod], at: Timestamp) -> Plan {
-        plan(&Observed { job, pods, ps_status: None, validity: Ok(()), now: at })
+        plan(&Observed { job, pods, ps_status: None, validity: Ok(()), blocked: None, now: at })
     }
 
     /// `job` with the status a plan produced, as the next reconcile sees it.
@@ -588,5 +633,107 @@ spec:
         let p = run(&with_status(&j, &status), &[], now());
         assert_eq!(p.requeue, Some(MAX_REQUEUE));
         assert!(p.actions.is_empty(), "{:?}", p.actions);
+    }
+
+    /// A suspended job shows 0 ready workers and no active pods, even while its pods terminate.
+    #[test]
+    fn a_suspended_job_reports_no_active_or_ready_pods() {
+        let j = job(|_| {});
+        let first = run(&j, &[], now());
+        let j = with_status(&j, &first.status);
+        let up = run(&j, &all_pods(&j, running()), now());
+        assert_eq!(up.status.workers_ready.as_deref(), Some("3/3"));
+        let mut suspended = with_status(&j, &up.status);
+        suspended.spec.run_policy = Some(draco_api::RunPolicy { suspend: Some(true), ..Default::default() });
+        let deleting = run(&suspended, &all_pods(&suspended, running()), now());
+        assert!(deleting.status.is_true(condition::SUSPENDED));
+        // No checkpoint volume in the PS template: the user is told what resuming means.
+        let message = &deleting.status.condition(condition::SUSPENDED).unwrap().message;
+        assert!(message.contains("from step 0") && message.contains("`checkpoints`"), "{message}");
+        // The pods are gone now.
+        let suspended = with_status(&suspended, &deleting.status);
+        let later = run(&suspended, &[], now());
+        assert_eq!(
+            later.status.workers_ready.as_deref(),
+            Some("0/3"),
+            "kubectl get dj shows ready workers that do not exist"
+        );
+        assert_eq!(later.status.replica_statuses.as_ref().map(|r| (r.ps.active, r.worker.active)), Some((0, 0)));
+    }
+
+    /// Resuming while the pods the suspend deleted still terminate (worker-0 exited 143 on the
+    /// SIGTERM) does not fail the job: a pod being deleted decides nothing.
+    #[test]
+    fn resuming_while_the_suspended_pods_terminate_does_not_fail_the_job() {
+        let j = job(|v| v["spec"]["worker"] = json!({"restartPolicy": "Never"}));
+        let first = run(&j, &[], now());
+        let j = with_status(&j, &first.status);
+        let up = run(&j, &all_pods(&j, running()), now());
+        let mut suspended = with_status(&j, &up.status);
+        suspended.spec.run_policy = Some(draco_api::RunPolicy { suspend: Some(true), ..Default::default() });
+        let deleting = run(&suspended, &all_pods(&suspended, running()), now());
+        assert!(deleting.actions.iter().filter(|a| matches!(a, Action::DeletePod(_))).count() == 4);
+        // suspend: false again a few seconds later. worker-0 got SIGTERM from the suspend, exited
+        // (143; the draco binary even exits 1) and is Failed, still terminating.
+        let resumed = with_status(&j, &deleting.status);
+        let mut pods = all_pods(&resumed, running());
+        for p in &mut pods {
+            p.metadata.deletion_timestamp = Some(time(now()));
+        }
+        pods[1] = {
+            let mut p = pod(
+                &resumed,
+                Replica::Worker(0),
+                json!({"phase": "Failed", "containerStatuses": [{"name": "draco", "ready": false, "restartCount": 0,
+                    "image": "draco:test", "imageID": "", "state": {"terminated": {"exitCode": 143}}}]}),
+            );
+            p.metadata.deletion_timestamp = Some(time(now()));
+            p
+        };
+        let p = run(&resumed, &pods, now().checked_add(SignedDuration::from_secs(5)).unwrap());
+        assert!(
+            !p.status.is_true(condition::FAILED),
+            "the job failed because of a pod the operator itself deleted: {:?}",
+            p.status.condition(condition::FAILED)
+        );
+    }
+
+    /// An evicted worker (DisruptionTarget) is retried under restartPolicy ExitCode, whatever it
+    /// exited with.
+    #[test]
+    fn an_evicted_worker_is_retryable_under_exit_code() {
+        let j = job(|v| v["spec"]["worker"] = json!({"restartPolicy": "ExitCode"}));
+        let first = run(&j, &[], now());
+        let j = with_status(&j, &first.status);
+        let failed_with = |code: i32, disruption: Value| {
+            let mut status = json!({"phase": "Failed",
+                "containerStatuses": [{"name": "draco", "ready": false, "restartCount": 0, "image": "draco:test",
+                    "imageID": "", "state": {"terminated": {"exitCode": code}}}]});
+            if let (Value::Object(s), Value::Object(d)) = (&mut status, disruption) {
+                s.extend(d);
+            }
+            pod(&j, Replica::Worker(1), status)
+        };
+        let disruption =
+            json!({"conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}]});
+        // Drained: the pod is being deleted; evicted by the kubelet: Failed, reason Evicted, not
+        // deleted; preempted: DisruptionTarget. Exit code 1 in every case.
+        let mut drained = failed_with(1, disruption.clone());
+        drained.metadata.deletion_timestamp = Some(time(now()));
+        let cases = [
+            ("drained", drained),
+            ("evicted by the kubelet", failed_with(1, json!({"reason": "Evicted"}))),
+            ("preempted", failed_with(1, disruption)),
+        ];
+        for (what, evicted) in cases {
+            let mut pods = all_pods(&j, running());
+            pods[2] = evicted;
+            let p = run(&j, &pods, now());
+            assert!(!p.status.is_true(condition::FAILED), "{what}: {:?}", p.status.condition(condition::FAILED));
+        }
+        // The same exit code without a disruption is the program's own verdict: permanent.
+        let mut pods = all_pods(&j, running());
+        pods[2] = failed_with(1, json!({}));
+        assert!(run(&j, &pods, now()).status.is_true(condition::FAILED));
     }
 }

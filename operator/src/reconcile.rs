@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use draco_api::DracoJob;
 use draco_api::status::condition;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action as Requeue;
@@ -19,7 +20,7 @@ use serde::de::DeserializeOwned;
 
 use crate::children::{self, PodDefaults};
 use crate::metrics::OperatorMetrics;
-use crate::plan::{self, Action, Observed};
+use crate::plan::{self, Action, Blocked, Observed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -27,6 +28,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("DracoJob without {0}")]
     Incomplete(&'static str),
+    #[error("the API server refused to create {0}")]
+    PodRefused(String),
 }
 
 /// Maps (namespace, job name) to the PS's HTTP address (host:port).
@@ -69,43 +72,109 @@ fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
-/// Creates `object` unless it exists (read first: GET is cheap and keeps unchanged jobs
-/// write-free). Restores objects someone deleted.
-async fn ensure<K>(api: &Api<K>, object: &K) -> Result<(), kube::Error>
-where
-    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
-{
-    let name = object.meta().name.clone().unwrap_or_default();
-    if api.get_opt(&name).await?.is_some() {
-        return Ok(());
-    }
-    match api.create(&PostParams::default(), object).await {
-        Err(e) if is_conflict(&e) => Ok(()),
-        other => other.map(|_| ()),
+/// Whose an existing object with a child's name is.
+#[derive(Debug, PartialEq)]
+enum Holder {
+    /// Controlled by this job (its UID, not just its name).
+    ThisJob,
+    /// Controlled by a DracoJob of the same name that was deleted: garbage collection pending.
+    DeletedJob,
+    /// Anything else: a user's object, another controller's, or no owner at all.
+    Other(String),
+}
+
+fn holder(job: &DracoJob, meta: &ObjectMeta) -> Holder {
+    let controller = meta.owner_references.iter().flatten().find(|o| o.controller == Some(true));
+    match controller {
+        Some(o) if Some(&o.uid) == job.metadata.uid.as_ref() => Holder::ThisJob,
+        Some(o) if o.kind == "DracoJob" && o.name == job.name() => Holder::DeletedJob,
+        Some(o) => Holder::Other(format!("it is controlled by {} {}", o.kind, o.name)),
+        None => Holder::Other("it has no controller".into()),
     }
 }
 
-/// The token Secret: created once, never read (the operator has no get/list/watch on Secrets).
-/// When one with this name exists, an empty merge patch tells whose it is: ours (a reconcile
-/// that died before writing status) is fine; a deleted job's still awaiting garbage collection
-/// is waited out, so the new job never gets the old tokens.
-async fn ensure_secret(api: &Api<Secret>, job: &DracoJob) -> Result<bool, kube::Error> {
+/// An object the job may use, or why it may not.
+enum Ensured<K> {
+    Ours(K),
+    Blocked(Blocked),
+}
+
+/// What stops the job while a child's name is held by `holder`; `None` when it is the job's.
+fn blocked_by(kind: &str, name: &str, holder: Holder) -> Option<Blocked> {
+    match holder {
+        Holder::ThisJob => None,
+        Holder::DeletedJob => Some(Blocked {
+            reason: "WaitingForOldObjects".into(),
+            message: format!(
+                "{kind} {name} still belongs to a deleted DracoJob with this name; waiting for its garbage collection"
+            ),
+        }),
+        Holder::Other(why) => Some(Blocked {
+            reason: "NameConflict".into(),
+            message: format!(
+                "{kind} {name} exists and is not this job's ({why}); no pods are created until it is deleted or renamed"
+            ),
+        }),
+    }
+}
+
+/// Creates `object` unless it exists (read first: GET is cheap and keeps unchanged jobs
+/// write-free); restores objects someone deleted. An existing object counts only when this
+/// job (by UID) controls it: another's is never used, the job is blocked with the reason.
+async fn ensure<K>(api: &Api<K>, job: &DracoJob, object: &K) -> Result<Ensured<K>, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let existing = match api.get_opt(&name).await? {
+        Some(existing) => existing,
+        None => match api.create(&PostParams::default(), object).await {
+            Ok(created) => return Ok(Ensured::Ours(created)),
+            Err(e) if is_conflict(&e) => api.get(&name).await?,
+            Err(e) => return Err(e),
+        },
+    };
+    Ok(match blocked_by(&K::kind(&()), &name, holder(job, existing.meta())) {
+        Some(blocked) => Ensured::Blocked(blocked),
+        None => Ensured::Ours(existing),
+    })
+}
+
+/// [`ensure`] for objects the operator never changes after creation (Service, NetworkPolicy).
+async fn ensure_fixed<K>(api: &Api<K>, job: &DracoJob, object: &K) -> Result<Option<Blocked>, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    Ok(match ensure(api, job, object).await? {
+        Ensured::Ours(_) => None,
+        Ensured::Blocked(blocked) => Some(blocked),
+    })
+}
+
+/// The job's ConfigMap, brought up to date when an editable field (stragglerTimeoutSeconds)
+/// changed; the PS reads it when it (re)starts.
+async fn ensure_config(api: &Api<ConfigMap>, job: &DracoJob) -> Result<Option<Blocked>, kube::Error> {
+    let desired = children::config_map(job);
+    let current = match ensure(api, job, &desired).await? {
+        Ensured::Ours(current) => current,
+        Ensured::Blocked(blocked) => return Ok(Some(blocked)),
+    };
+    if current.data != desired.data {
+        let name = desired.metadata.name.clone().unwrap_or_default();
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(serde_json::json!({ "data": desired.data }))).await?;
+    }
+    Ok(None)
+}
+
+/// The token Secret: created once and never read back (the operator may only create Secrets:
+/// a get, or a patch's response, would let it read every Secret it can reach). Its name holds
+/// the job's UID, so one that exists was created by an earlier reconcile of this very job
+/// (that died before writing status) and is used as is.
+async fn ensure_secret(api: &Api<Secret>, job: &DracoJob) -> Result<(), kube::Error> {
     let tokens: Vec<String> = (0..job.spec.workers).map(|_| draco_core::secret::random_hex(24)).collect();
-    let secret = children::token_secret(job, &tokens);
-    match api.create(&PostParams::default(), &secret).await {
-        Ok(_) => Ok(true),
-        Err(e) if is_conflict(&e) => {
-            let existing = api
-                .patch(
-                    &children::secret_name(job.name()),
-                    &PatchParams::default(),
-                    &Patch::Merge(serde_json::json!({})),
-                )
-                .await?;
-            let ours = existing.owner_references().iter().any(|o| Some(&o.uid) == job.metadata.uid.as_ref());
-            Ok(ours)
-        }
-        Err(e) => Err(e),
+    match api.create(&PostParams::default(), &children::token_secret(job, &tokens)).await {
+        Err(e) if !is_conflict(&e) => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -137,16 +206,21 @@ async fn reconcile_inner(job: &DracoJob, ctx: &Context) -> Result<Requeue, Error
     let status = job.status.clone().unwrap_or_default();
     let finished = status.is_true(condition::SUCCEEDED) || status.is_true(condition::FAILED);
 
-    // The job's objects (never for an invalid or finished job).
+    // The job's objects (never for an invalid or finished job); the first name held by
+    // someone else blocks the job.
+    let mut blocked = None;
     if validity.is_ok() && !finished {
-        ensure(&Api::<ConfigMap>::namespaced(client.clone(), &namespace), &children::config_map(job)).await?;
-        ensure(&Api::<Service>::namespaced(client.clone(), &namespace), &children::ps_service(job)).await?;
-        ensure(&Api::<NetworkPolicy>::namespaced(client.clone(), &namespace), &children::network_policy(job)).await?;
-        if !status.is_true(condition::CREATED)
-            && !ensure_secret(&Api::<Secret>::namespaced(client.clone(), &namespace), job).await?
-        {
-            tracing::info!(job = %name, "waiting for the token Secret of a deleted job with this name to go away");
-            return Ok(Requeue::requeue(Duration::from_secs(3)));
+        blocked = ensure_config(&Api::namespaced(client.clone(), &namespace), job).await?;
+        if blocked.is_none() {
+            let services = Api::<Service>::namespaced(client.clone(), &namespace);
+            blocked = ensure_fixed(&services, job, &children::ps_service(job)).await?;
+        }
+        if blocked.is_none() {
+            let policies = Api::<NetworkPolicy>::namespaced(client.clone(), &namespace);
+            blocked = ensure_fixed(&policies, job, &children::network_policy(job)).await?;
+        }
+        if blocked.is_none() && !status.is_true(condition::CREATED) {
+            ensure_secret(&Api::namespaced(client.clone(), &namespace), job).await?;
         }
     }
 
@@ -162,19 +236,33 @@ async fn reconcile_inner(job: &DracoJob, ctx: &Context) -> Result<Requeue, Error
         None
     };
 
-    let decision =
-        plan::plan(&Observed { job, pods: &observed_pods, ps_status: ps_status.as_ref(), validity, now: (ctx.now)() });
+    let decision = plan::plan(&Observed {
+        job,
+        pods: &observed_pods,
+        ps_status: ps_status.as_ref(),
+        validity,
+        blocked,
+        now: (ctx.now)(),
+    });
 
+    let mut decision = decision;
     let reference = job.object_ref(&());
+    // Pods that could not be created: the job's status says why (never an empty status).
+    let mut refused = Vec::new();
+    let mut taken = Vec::new();
     for action in &decision.actions {
         match action {
             Action::CreatePod(replica) => {
                 let pod = children::pod(job, *replica, &ctx.pod_defaults);
+                let pod_name = children::pod_name(&name, *replica);
                 match pods.create(&PostParams::default(), &pod).await {
-                    Err(e) if is_conflict(&e) => {}
-                    other => {
-                        other?;
+                    Ok(_) => {}
+                    // Not among the pods labelled as this job's, yet the name exists.
+                    Err(e) if is_conflict(&e) => taken.push(pod_name),
+                    Err(kube::Error::Api(e)) if (400..500).contains(&e.code) => {
+                        refused.push(format!("pod {pod_name}: {}", e.message))
                     }
+                    Err(e) => return Err(e.into()),
                 }
             }
             Action::DeletePod(pod_name) => match pods.delete(pod_name, &DeleteParams::default()).await {
@@ -183,19 +271,7 @@ async fn reconcile_inner(job: &DracoJob, ctx: &Context) -> Result<Requeue, Error
                     other?;
                 }
             },
-            Action::Event { warning, reason, note } => {
-                let event = Event {
-                    type_: if *warning { EventType::Warning } else { EventType::Normal },
-                    reason: reason.clone(),
-                    note: Some(note.chars().take(1000).collect()),
-                    action: "Reconcile".into(),
-                    secondary: None,
-                };
-                // Events are best effort: a failed event never fails the reconcile.
-                if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-                    tracing::warn!(job = %name, "event {reason}: {e}");
-                }
-            }
+            Action::Event { warning, reason, note } => publish(ctx, &reference, *warning, reason, note).await,
             Action::DeleteJob => {
                 let jobs: Api<DracoJob> = Api::namespaced(client.clone(), &namespace);
                 match jobs.delete(&name, &DeleteParams::background()).await {
@@ -209,6 +285,28 @@ async fn reconcile_inner(job: &DracoJob, ctx: &Context) -> Result<Requeue, Error
         }
     }
 
+    let problem = if !refused.is_empty() {
+        Some(("PodCreationFailed", format!("the API server refused {}", refused.join("; "))))
+    } else if !taken.is_empty() {
+        Some((
+            "PodNameTaken",
+            format!(
+                "{} already exist(s) and are not this job's (not labelled {}={name}): delete or rename them",
+                taken.join(", "),
+                children::LABEL_JOB
+            ),
+        ))
+    } else {
+        None
+    };
+    if let Some((reason, message)) = &problem {
+        let running = job.status.as_ref().and_then(|s| s.condition(condition::RUNNING));
+        if !running.is_some_and(|c| c.reason == *reason && c.message == *message) {
+            publish(ctx, &reference, true, reason, message).await;
+        }
+        plan::set_condition(&mut decision.status, condition::RUNNING, false, reason, message, (ctx.now)());
+    }
+
     if job.status.as_ref() != Some(&decision.status) {
         let jobs: Api<DracoJob> = Api::namespaced(client.clone(), &namespace);
         let patch = status_patch(job.status.as_ref(), &decision.status);
@@ -219,7 +317,32 @@ async fn reconcile_inner(job: &DracoJob, ctx: &Context) -> Result<Requeue, Error
         states.insert(format!("{namespace}/{name}"), decision.status.state.clone().unwrap_or_default());
         ctx.metrics.count_jobs(states.values().map(String::as_str));
     }
+    if !refused.is_empty() {
+        return Err(Error::PodRefused(refused.join("; ")));
+    }
     Ok(decision.requeue.map_or_else(Requeue::await_change, Requeue::requeue))
+}
+
+/// The longest event note the API server accepts (events.k8s.io/v1: 1 kB).
+const MAX_NOTE_BYTES: usize = 1024;
+
+/// Publishes an event about the job. Events are best effort: a failed event never fails the
+/// reconcile.
+async fn publish(ctx: &Context, reference: &ObjectReference, warning: bool, reason: &str, note: &str) {
+    let mut end = note.len().min(MAX_NOTE_BYTES);
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    let event = Event {
+        type_: if warning { EventType::Warning } else { EventType::Normal },
+        reason: reason.into(),
+        note: Some(note[..end].to_string()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, reference).await {
+        tracing::warn!(reason, "event: {e}");
+    }
 }
 
 /// A JSON merge patch that sets `new` and removes the status fields `new` no longer has.

@@ -184,7 +184,7 @@ async fn first_reconcile_creates_every_child_with_owner_refs() {
         "/api/v1/namespaces/ml/configmaps/fm-config",
         "/api/v1/namespaces/ml/services/fm-ps",
         "/apis/networking.k8s.io/v1/namespaces/ml/networkpolicies/fm-ps",
-        "/api/v1/namespaces/ml/secrets/fm-tokens",
+        "/api/v1/namespaces/ml/secrets/fm-tokens-job-uid-1",
         "/api/v1/namespaces/ml/pods/fm-ps",
         "/api/v1/namespaces/ml/pods/fm-worker-0",
         "/api/v1/namespaces/ml/pods/fm-worker-2",
@@ -377,10 +377,24 @@ async fn a_recreated_job_never_adopts_the_old_pods() {
     let mut again = job_json(&SPEC.replace("uid: job-uid-1", "uid: job-uid-2"));
     again["status"] = Value::Null;
     h.fake.put(&format!("{JOBS}/fm"), again);
-    h.fake.remove("/api/v1/namespaces/ml/secrets/fm-tokens"); // GC got to the Secret first
     let writes = h.reconcile("fm").await;
     assert!(!writes.contains(&format!("POST {PODS}")), "would collide with the old pods: {writes:?}");
     assert!(!writes.iter().any(|w| w.starts_with("DELETE")), "the old pods are the garbage collector's: {writes:?}");
+    // Its ConfigMap (and Service, NetworkPolicy) are the old job's too: never used.
+    let (status, reason, message) = h.condition("fm", "Running").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "WaitingForOldObjects"), "{message}");
+    assert!(message.contains("ConfigMap fm-config"), "{message}");
+    // GC removes those; the old pods are still there.
+    for collection in ["configmaps", "services"] {
+        for key in h.fake.keys_under(&format!("/api/v1/namespaces/ml/{collection}")) {
+            h.fake.remove(&key);
+        }
+    }
+    for key in h.fake.keys_under("/apis/networking.k8s.io/v1/namespaces/ml/networkpolicies") {
+        h.fake.remove(&key);
+    }
+    let writes = h.reconcile("fm").await;
+    assert!(!writes.contains(&format!("POST {PODS}")), "would collide with the old pods: {writes:?}");
     let (status, reason, _) = h.condition("fm", "Running").unwrap();
     assert_eq!((status.as_str(), reason.as_str()), ("False", "WaitingForOldPods"));
     assert!(h.fake.keys_under(PODS).iter().all(|p| owner_uid(&h.fake.get(p).unwrap()) == "job-uid-1"));
@@ -407,4 +421,146 @@ async fn ttl_after_finished_deletes_the_job() {
     h.advance(31);
     let writes = h.reconcile("fm").await;
     assert!(writes.contains(&format!("DELETE {JOBS}/fm")), "{writes:?}");
+}
+
+const CONFIGMAPS: &str = "/api/v1/namespaces/ml/configmaps";
+const SECRETS: &str = "/api/v1/namespaces/ml/secrets";
+
+/// A ConfigMap left by a deleted job of the same name (GC pending) is never the new job's
+/// config: the job waits, says why, and creates no pods.
+#[tokio::test]
+async fn a_config_map_of_a_deleted_job_is_never_used() {
+    let h = Harness::new(job_json(SPEC)).await;
+    h.fake.put(
+        &format!("{CONFIGMAPS}/fm-config"),
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "fm-config", "namespace": "ml", "uid": "cm-old",
+                "ownerReferences": [{"apiVersion": "draco.dev/v1alpha1", "kind": "DracoJob", "name": "fm",
+                    "uid": "job-uid-0", "controller": true}]},
+            "data": {"config.json": "{\"name\": \"fm\", \"training\": {\"steps\": 5}}"}}),
+    );
+    let writes = h.reconcile("fm").await;
+    assert!(!writes.contains(&format!("POST {PODS}")), "pods would read another job's config: {writes:?}");
+    assert_eq!(owner_uid(&h.fake.get(&format!("{CONFIGMAPS}/fm-config")).unwrap()), "job-uid-0");
+    let (status, reason, message) = h.condition("fm", "Running").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "WaitingForOldObjects"), "{message}");
+    // A ConfigMap nobody controls is a name conflict, explained the same way.
+    h.fake.put(
+        &format!("{CONFIGMAPS}/fm-config"),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "fm-config", "namespace": "ml", "uid": "cm-x"}}),
+    );
+    let writes = h.reconcile("fm").await;
+    assert!(!writes.contains(&format!("POST {PODS}")), "{writes:?}");
+    let (_, reason, message) = h.condition("fm", "Running").unwrap();
+    assert_eq!(reason, "NameConflict", "{message}");
+    assert!(message.contains("ConfigMap fm-config") && message.contains("no controller"), "{message}");
+}
+
+/// stragglerTimeoutSeconds may change on a running job; the edit reaches the ConfigMap (the PS
+/// reads it when it next starts).
+#[tokio::test]
+async fn an_edited_straggler_timeout_reaches_the_config() {
+    let h = Harness::new(job_json(SPEC)).await;
+    h.reconcile("fm").await;
+    h.fake.update(
+        &format!("{JOBS}/fm"),
+        json!({"metadata": {"generation": 2}, "spec": {"stragglerTimeoutSeconds": 120.0}}),
+    );
+    h.reconcile("fm").await;
+    assert_eq!(h.status("fm")["observedGeneration"], 2);
+    let cm = h.fake.get(&format!("{CONFIGMAPS}/fm-config")).unwrap();
+    let config: Value = serde_json::from_str(cm["data"]["config.json"].as_str().unwrap()).unwrap();
+    assert_eq!(config["stragglerTimeoutSeconds"], 120.0, "the edit never reaches the processes");
+}
+
+/// The token Secret's name holds the job's UID: another `fm-tokens*` Secret (a user's, a
+/// deleted job's) is never used, and a reconcile that finds the job's own Secret (created by a
+/// reconcile that died before writing status) goes on without reading it.
+#[tokio::test]
+async fn the_token_secret_is_bound_to_the_job_uid() {
+    let h = Harness::new(job_json(SPEC)).await;
+    for name in ["fm-tokens", "fm-tokens-job-uid-0"] {
+        h.fake.put(
+            &format!("{SECRETS}/{name}"),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "ml", "uid": name}}),
+        );
+    }
+    let writes = h.reconcile("fm").await;
+    assert!(writes.contains(&format!("POST {SECRETS}")), "{writes:?}");
+    let secret = h.fake.get(&format!("{SECRETS}/fm-tokens-job-uid-1")).unwrap();
+    assert_eq!(owner_uid(&secret), "job-uid-1");
+    let ps = h.fake.get(&format!("{PODS}/fm-ps")).unwrap();
+    let volumes = ps["spec"]["volumes"].as_array().unwrap();
+    assert!(volumes.iter().any(|v| v["secret"]["secretName"] == "fm-tokens-job-uid-1"), "{volumes:?}");
+
+    // The status write was lost (the operator died): the next reconcile meets its own Secret.
+    h.fake.update(&format!("{JOBS}/fm"), json!({"status": null}));
+    h.fake.take_log();
+    let result = reconcile(Arc::new(h.job("fm")), h.ctx.clone()).await;
+    assert!(result.is_ok(), "{:?}", result.err());
+    assert!(!h.fake.take_log().iter().any(|l| l.method != "POST" && l.path.contains("/secrets")), "a Secret was read");
+    assert_eq!(h.status("fm")["state"], "Created");
+}
+
+/// A pod the API server refuses (requests above limits) shows in a condition with the API's
+/// message, and the reconcile fails so the controller backs off.
+#[tokio::test]
+async fn a_pod_the_api_server_refuses_is_reported() {
+    let h = Harness::new(job_json(SPEC)).await;
+    h.fake.reject_posts(
+        PODS,
+        422,
+        "Pod \"fm-ps\" is invalid: spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1",
+    );
+    for _ in 0..3 {
+        h.fake.take_log();
+        let result = reconcile(Arc::new(h.job("fm")), h.ctx.clone()).await;
+        assert!(result.is_err());
+    }
+    let status = h.status("fm");
+    assert!(
+        status["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["message"].as_str().unwrap_or("").contains("invalid"))),
+        "no condition names the refused pod: {status}"
+    );
+}
+
+/// A pod named like a child but not labelled as one makes creation conflict; the condition
+/// names it.
+#[tokio::test]
+async fn a_foreign_pod_with_a_childs_name_is_named_in_the_condition() {
+    let h = Harness::new(job_json(SPEC)).await;
+    h.fake.put(
+        &format!("{PODS}/fm-worker-0"),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "fm-worker-0", "namespace": "ml", "uid": "p-1"},
+            "status": {"phase": "Running"}}),
+    );
+    h.reconcile("fm").await;
+    h.all_pods_running_and_ready("fm", 3);
+    *h.ps.lock().unwrap() = Some(ps_status(10, vec![]));
+    h.reconcile("fm").await;
+    let (_, reason, message) = h.condition("fm", "Running").unwrap();
+    assert!(message.contains("fm-worker-0"), "{reason}: {message}");
+}
+
+/// The API server does not enforce `format: int32` on custom resources: without explicit
+/// bounds it would admit containerPort 2147483648, and then no DracoJob could be listed.
+#[test]
+fn int32_fields_are_bounded_so_one_job_never_breaks_the_list_of_every_job() {
+    let good = job_json(SPEC);
+    let mut bad = job_json(&SPEC.replace("name: fm,", "name: other,").replace("uid: job-uid-1", "uid: job-uid-9"));
+    bad["spec"]["worker"] =
+        json!({"template": {"spec": {"containers": [{"name": "draco", "ports": [{"containerPort": 2147483648u64}]}]}}});
+    let schema = draco_api::schema::open_api_schema();
+    let port = &schema["properties"]["spec"]["properties"]["worker"]["properties"]["template"]["properties"]["spec"]["properties"]
+        ["containers"]["items"]["properties"]["ports"]["items"]["properties"]["containerPort"];
+    let list = json!({"apiVersion": "draco.dev/v1alpha1", "kind": "DracoJobList", "metadata": {"resourceVersion": "1"},
+        "items": [good, bad]});
+    let parsed = serde_json::from_value::<kube::core::ObjectList<DracoJob>>(list);
+    assert!(
+        port.get("maximum").is_some() || parsed.is_ok(),
+        "admitted (containerPort schema {port}), then no DracoJob in the cluster can be listed: {:?}",
+        parsed.err()
+    );
 }

@@ -23,6 +23,8 @@ pub struct FakeApi {
     objects: Mutex<BTreeMap<String, Value>>,
     log: Mutex<Vec<Logged>>,
     version: Mutex<u64>,
+    /// (collection path, code, message): POSTs there are refused (as the API server refuses invalid objects).
+    reject_posts: Mutex<Option<(String, u16, String)>>,
 }
 
 const COLLECTIONS: [&str; 7] = ["pods", "configmaps", "secrets", "services", "networkpolicies", "events", "dracojobs"];
@@ -143,6 +145,10 @@ impl FakeApi {
                     json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": self.next_version()}, "items": items}),
                 )
             }
+            ("POST", true) if self.reject_posts.lock().unwrap().as_ref().is_some_and(|(p, _, _)| *p == path) => {
+                let (_, code, message) = self.reject_posts.lock().unwrap().clone().unwrap();
+                status_error(code, "Invalid", message)
+            }
             ("POST", true) => {
                 let mut object = body;
                 let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
@@ -186,6 +192,12 @@ impl FakeApi {
             },
             _ => status_error(405, "MethodNotAllowed", format!("{method} {path}")),
         }
+    }
+
+    /// Refuses every POST to `collection` with `code` (as the API server refuses an invalid pod).
+    #[allow(dead_code)]
+    pub fn reject_posts(&self, collection: &str, code: u16, message: &str) {
+        *self.reject_posts.lock().unwrap() = Some((collection.to_string(), code, message.to_string()));
     }
 
     /// Stores an object directly (as if another actor created it).
