@@ -23,12 +23,20 @@ pub const KIND: &str = "DracoJob";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    // The cause is part of the message (not a `source`), so `{:#}` prints it once.
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{path}: not a valid DracoJob: {message}")]
     Parse { path: String, message: String },
-    #[error("{path}: {source}")]
-    Invalid { path: String, source: JobError },
+    #[error("{path}: {error}")]
+    Invalid { path: String, error: JobError },
+}
+
+/// serde-saphyr's message for a user: without its own `error: ` prefix or advice meant for
+/// programmers.
+fn yaml_message(error: serde_saphyr::Error) -> String {
+    let text = error.to_string().replace(", set DuplicateKeyPolicy in Options if acceptable", "");
+    text.strip_prefix("error: ").unwrap_or(&text).to_string()
 }
 
 impl DracoJob {
@@ -41,14 +49,14 @@ impl DracoJob {
             api_version: Option<String>,
             kind: Option<String>,
         }
-        let header: TypeHeader = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+        let header: TypeHeader = serde_saphyr::from_str(text).map_err(yaml_message)?;
         if header.api_version.as_deref() != Some(API_VERSION) {
             return Err(format!("apiVersion must be {API_VERSION}, got {:?}", header.api_version.unwrap_or_default()));
         }
         if header.kind.as_deref() != Some(KIND) {
             return Err(format!("kind must be {KIND}, got {:?}", header.kind.unwrap_or_default()));
         }
-        serde_saphyr::from_str(text).map_err(|e| e.to_string())
+        serde_saphyr::from_str(text).map_err(yaml_message)
     }
 
     /// `metadata.name` ("" when missing; `validate` refuses that).
@@ -59,9 +67,9 @@ impl DracoJob {
     /// Reads, parses and validates a DracoJob YAML file.
     pub fn load(path: &Path) -> Result<DracoJob, LoadError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io { path: shown.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|error| LoadError::Io { path: shown.clone(), error })?;
         let job = DracoJob::from_yaml(&text).map_err(|message| LoadError::Parse { path: shown.clone(), message })?;
-        job.validate().map_err(|source| LoadError::Invalid { path: shown, source })?;
+        job.validate().map_err(|error| LoadError::Invalid { path: shown, error })?;
         Ok(job)
     }
 

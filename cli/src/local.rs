@@ -330,18 +330,18 @@ async fn run_job(job: &DracoJob, args: &RunArgs) -> anyhow::Result<bool> {
 fn progress_line(st: &Value, elapsed: Duration) -> String {
     let step = st["step"].as_u64().unwrap_or(0);
     let total = st["totalSteps"].as_u64().unwrap_or(0);
-    let fmt = |v: &Value, scale: f64, digits: usize| {
-        v.as_f64().map_or("-".to_string(), |x| format!("{:.*}", digits, x * scale))
+    let fmt = |v: &Value, scale: f64, digits: usize, unit: &str| {
+        v.as_f64().map_or("-".to_string(), |x| format!("{:.*}{unit}", digits, x * scale))
     };
     let suspects: Vec<String> = st["suspects"]
         .as_array()
         .map(|a| a.iter().map(|s| format!("w{}({})", s["worker"], s["count"])).collect())
         .unwrap_or_default();
     format!(
-        "step {step}/{total}  loss {}  acc {}%  {} steps/s  {:.0}s  suspects: {}",
-        fmt(&st["loss"], 1.0, 3),
-        fmt(&st["testAccuracy"], 100.0, 1),
-        fmt(&st["stepsPerSecond"], 1.0, 2),
+        "step {step}/{total}  loss {}  acc {}  {} steps/s  {:.0}s  suspects: {}",
+        fmt(&st["loss"], 1.0, 3, ""),
+        fmt(&st["testAccuracy"], 100.0, 1, "%"),
+        fmt(&st["stepsPerSecond"], 1.0, 2, ""),
         elapsed.as_secs_f64(),
         if suspects.is_empty() { "none".to_string() } else { suspects.join(" ") }
     )

@@ -7,6 +7,8 @@ mod processes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -135,6 +137,11 @@ fn init_logging() {
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).init();
 }
 
+/// The signal that stopped this process (0: none), for its exit code.
+static STOPPED_BY: AtomicI32 = AtomicI32::new(0);
+const SIGINT: i32 = 2;
+const SIGTERM: i32 = 15;
+
 /// Ctrl-C, or SIGTERM (how Kubernetes stops a pod).
 async fn ctrl_c() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -146,14 +153,33 @@ async fn ctrl_c() {
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminated => {}
+    let signal = tokio::select! {
+        _ = tokio::signal::ctrl_c() => SIGINT,
+        _ = terminated => SIGTERM,
+    };
+    STOPPED_BY.store(signal, Ordering::Release);
+}
+
+/// Errors print once, as one line with their causes (`a: b: c`), never as a panic-style
+/// backtrace. A process stopped by a signal exits 128 + its number, as if it had not caught
+/// it: the operator's restartPolicy ExitCode then sees an eviction (143), not a bug (1).
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => match STOPPED_BY.load(Ordering::Acquire) {
+            0 => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+            signal => {
+                eprintln!("draco: stopped by signal {signal}");
+                ExitCode::from(128 + signal as u8)
+            }
+        },
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime =
         || tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime");
     match cli.command {
@@ -173,7 +199,7 @@ fn main() -> anyhow::Result<()> {
             }
             let s = &job.spec;
             println!(
-                "{}: valid DracoJob {:?}: {} workers, code {}, r = {}, tolerates {} liars and {} missing per unit",
+                "{}: valid DracoJob {:?}: {} workers, code {}, r = {}, tolerates s = {} lying and e = {} missing per unit",
                 file.display(),
                 job.name(),
                 s.workers,
@@ -197,7 +223,10 @@ fn main() -> anyhow::Result<()> {
                 linger: Duration::from_secs_f64(args.linger_seconds.max(0.0)),
             };
             let status = runtime()?.block_on(draco_ps::run(opts, ctrl_c()))?;
-            tracing::info!(step = status.step, accuracy = ?status.test_accuracy, "job finished");
+            match status.test_accuracy {
+                Some(accuracy) => tracing::info!(step = status.step, accuracy, "job finished"),
+                None => tracing::info!(step = status.step, "job finished"),
+            }
             Ok(())
         }
         Command::Worker(args) => {

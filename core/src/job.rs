@@ -215,12 +215,19 @@ pub struct JobConfig {
     pub adversary: Option<AdversarySpec>,
 }
 
-/// A job rule that is broken, naming the field (in DracoJob spelling) and the value.
+/// A job rule that is broken, naming the field (in DracoJob spelling, relative to `spec` unless
+/// it is under `metadata`) and the value.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("spec.{field}: {message}")]
 pub struct JobError {
     pub field: String,
     pub message: String,
+}
+
+impl std::fmt::Display for JobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let spec = if self.field.starts_with("metadata.") { "" } else { "spec." };
+        write!(f, "{spec}{}: {}", self.field, self.message)
+    }
 }
 
 impl From<SchemeError> for JobError {

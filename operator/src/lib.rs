@@ -19,6 +19,7 @@ use anyhow::Context as _;
 use draco_api::DracoJob;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
 
@@ -38,12 +39,14 @@ pub async fn run(opts: OperatorOptions) -> anyhow::Result<()> {
     let client = Client::try_default().await.context("connecting to the Kubernetes API (in-cluster or kubeconfig)")?;
     let metrics = Arc::new(OperatorMetrics::new());
     let ready = Arc::new(AtomicBool::new(false));
-    serve_http(opts.metrics_addr, metrics.clone(), ready.clone()).await?;
-
     let (jobs, pods): (Api<DracoJob>, Api<Pod>) = match &opts.namespace {
         Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
+    let pod_watch = watcher::Config::default().labels(children::LABEL_JOB);
+    let controller = Controller::new(jobs.clone(), watcher::Config::default()).owns(pods, pod_watch);
+    serve_http(opts.metrics_addr, metrics.clone(), controller.store(), ready.clone()).await?;
+
     // Fail early and clearly when the CRD is missing or RBAC forbids listing jobs.
     jobs.list(&kube::api::ListParams::default().limit(1))
         .await
@@ -52,21 +55,13 @@ pub async fn run(opts: OperatorOptions) -> anyhow::Result<()> {
     tracing::info!(namespace = opts.namespace.as_deref().unwrap_or("<all>"), "draco operator started");
 
     let ctx = Arc::new(Context::new(client, opts.pod_defaults, metrics));
-    let pod_watch = watcher::Config::default().labels(children::LABEL_JOB);
-    Controller::new(jobs, watcher::Config::default())
-        .owns(pods, pod_watch)
+    controller
         .shutdown_on_signal()
-        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
-        .for_each(|result| {
-            let ctx = ctx.clone();
-            async move {
-                match result {
-                    Ok((object, _)) => tracing::debug!(job = %object.name, "reconciled"),
-                    Err(kube::runtime::controller::Error::ObjectNotFound(object)) => {
-                        reconcile::forget(&ctx, object.namespace.as_deref().unwrap_or_default(), &object.name)
-                    }
-                    Err(e) => tracing::debug!("reconcile: {e}"),
-                }
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(job = %object.name, "reconciled"),
+                Err(e) => tracing::debug!("reconcile: {e}"),
             }
         })
         .await;
@@ -74,10 +69,24 @@ pub async fn run(opts: OperatorOptions) -> anyhow::Result<()> {
 }
 
 /// `/metrics`, `/healthz` (the process serves) and `/readyz` (the API answered the first list).
-async fn serve_http(addr: SocketAddr, metrics: Arc<OperatorMetrics>, ready: Arc<AtomicBool>) -> anyhow::Result<()> {
+/// Jobs by phase are counted from the controller's cache at each scrape, so a deleted job
+/// leaves the count when it leaves the cluster.
+async fn serve_http(
+    addr: SocketAddr,
+    metrics: Arc<OperatorMetrics>,
+    jobs: Store<DracoJob>,
+    ready: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the metrics endpoint on {addr}"))?;
-    let router = draco_metrics::router(move || metrics.set.render()).route(
+    let render = move || {
+        let states = jobs.state();
+        metrics.count_jobs(
+            states.iter().map(|job| job.status.as_ref().and_then(|s| s.state.as_deref()).unwrap_or("Pending")),
+        );
+        metrics.set.render()
+    };
+    let router = draco_metrics::router(render).route(
         "/readyz",
         axum::routing::get(move || {
             let ready = ready.load(Ordering::Acquire);

@@ -44,8 +44,6 @@ pub struct Context {
     /// The PS's HTTP address (host:port) for a job: its Service's DNS name in a cluster.
     pub ps_address: PsAddress,
     pub now: Box<dyn Fn() -> Timestamp + Send + Sync>,
-    /// Last state seen per job (namespace/name), for `draco_operator_jobs{phase}`.
-    pub states: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 impl Context {
@@ -60,7 +58,6 @@ impl Context {
                 format!("{}.{namespace}.svc:{}", children::ps_name(job), children::HTTP_PORT)
             }),
             now: Box::new(Timestamp::now),
-            states: Default::default(),
         }
     }
 }
@@ -312,11 +309,6 @@ async fn reconcile_inner(job: &DracoJob, ctx: &Context) -> Result<Requeue, Error
         let patch = status_patch(job.status.as_ref(), &decision.status);
         jobs.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch)).await?;
     }
-    {
-        let mut states = ctx.states.lock().expect("states lock");
-        states.insert(format!("{namespace}/{name}"), decision.status.state.clone().unwrap_or_default());
-        ctx.metrics.count_jobs(states.values().map(String::as_str));
-    }
     if !refused.is_empty() {
         return Err(Error::PodRefused(refused.join("; ")));
     }
@@ -362,11 +354,4 @@ pub fn status_patch(old: Option<&draco_api::DracoJobStatus>, new: &draco_api::Dr
 pub fn error_policy(job: Arc<DracoJob>, error: &Error, _ctx: Arc<Context>) -> Requeue {
     tracing::warn!(job = %job.name_any(), "reconcile failed: {error}");
     Requeue::requeue(Duration::from_secs(5))
-}
-
-/// Forgets a job that disappeared (for the per-phase gauge).
-pub fn forget(ctx: &Context, namespace: &str, name: &str) {
-    let mut states = ctx.states.lock().expect("states lock");
-    states.remove(&format!("{namespace}/{name}"));
-    ctx.metrics.count_jobs(states.values().map(String::as_str));
 }
