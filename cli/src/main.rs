@@ -64,8 +64,9 @@ struct PsArgs {
     /// Where checkpoints are written and resumed from.
     #[arg(long, env = "DRACO_CHECKPOINT_DIR")]
     checkpoint_dir: Option<PathBuf>,
-    /// Seconds to keep serving after the last step, so workers learn the job is over.
-    #[arg(long, default_value_t = 3.0)]
+    /// Seconds to keep serving after the last step, so workers learn the job is over (and the
+    /// operator reads the final status).
+    #[arg(long, env = "DRACO_LINGER_SECONDS", default_value_t = 3.0)]
     linger_seconds: f64,
 }
 

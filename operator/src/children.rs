@@ -284,6 +284,9 @@ pub fn pod(job: &DracoJob, replica: Replica, defaults: &PodDefaults) -> Pod {
                 env("DRACO_TOKENS_DIR", TOKENS_DIR),
                 env("DRACO_CHECKPOINT_DIR", CHECKPOINT_DIR),
                 env("DRACO_WORLD_SIZE", job.spec.workers.to_string()),
+                // The operator polls /status every POLL: a PS that lingers twice that long
+                // after the last step is read at least once with its final step and accuracy.
+                env("DRACO_LINGER_SECONDS", (2 * crate::plan::POLL.as_secs()).to_string()),
             ]);
             container.ports = Some(vec![port("grpc", GRPC_PORT), port("http", HTTP_PORT)]);
             container.readiness_probe = Some(http_probe("/readyz", "http", 5));
@@ -513,5 +516,13 @@ mod tests {
         let spec = pod(&pvc, Replica::Ps, &defaults()).spec.unwrap();
         let volume = spec.volumes.unwrap().into_iter().find(|v| v.name == CHECKPOINT_VOLUME).unwrap();
         assert_eq!(volume.persistent_volume_claim.map(|c| c.claim_name).as_deref(), Some("fm-ckpt"));
+    }
+
+    #[test]
+    fn the_ps_lingers_past_one_status_poll_so_its_final_status_is_read() {
+        let spec = pod(&job(|_| {}), Replica::Ps, &defaults()).spec.unwrap();
+        let env = spec.containers[0].env.clone().unwrap();
+        let linger = env.iter().find(|e| e.name == "DRACO_LINGER_SECONDS").and_then(|e| e.value.clone()).unwrap();
+        assert!(linger.parse::<u64>().unwrap() > crate::plan::POLL.as_secs(), "{linger}");
     }
 }

@@ -44,6 +44,8 @@ pub struct Context {
     /// The PS's HTTP address (host:port) for a job: its Service's DNS name in a cluster.
     pub ps_address: PsAddress,
     pub now: Box<dyn Fn() -> Timestamp + Send + Sync>,
+    /// Consecutive failed reconciles per job (namespace/name), for the error backoff.
+    pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl Context {
@@ -58,6 +60,7 @@ impl Context {
                 format!("{}.{namespace}.svc:{}", children::ps_name(job), children::HTTP_PORT)
             }),
             now: Box::new(Timestamp::now),
+            failures: Default::default(),
         }
     }
 }
@@ -182,6 +185,9 @@ pub async fn reconcile(job: Arc<DracoJob>, ctx: Arc<Context>) -> Result<Requeue,
     ctx.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
     let label = if result.is_ok() { "success" } else { "error" };
     ctx.metrics.reconciles.with_label_values(&[label]).inc();
+    if result.is_ok() {
+        ctx.failures.lock().expect("failures lock").remove(&job_key(&job));
+    }
     result
 }
 
@@ -350,8 +356,21 @@ pub fn status_patch(old: Option<&draco_api::DracoJobStatus>, new: &draco_api::Dr
     serde_json::json!({ "status": body })
 }
 
-/// Backs off a failing reconcile.
-pub fn error_policy(job: Arc<DracoJob>, error: &Error, _ctx: Arc<Context>) -> Requeue {
-    tracing::warn!(job = %job.name_any(), "reconcile failed: {error}");
-    Requeue::requeue(Duration::from_secs(5))
+/// The first retry of a failed reconcile; each further failure doubles it, up to the cap.
+pub const FIRST_RETRY: Duration = Duration::from_secs(5);
+pub const MAX_RETRY: Duration = Duration::from_secs(300);
+
+fn job_key(job: &DracoJob) -> String {
+    format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any())
+}
+
+/// Backs off a failing reconcile exponentially (5 s, 10 s, ... 5 min), per job: a job the
+/// API server keeps refusing does not hammer it, and one success resets the delay.
+pub fn error_policy(job: Arc<DracoJob>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    let mut failures = ctx.failures.lock().expect("failures lock");
+    let count = failures.entry(job_key(&job)).or_insert(0);
+    *count = count.saturating_add(1);
+    let delay = FIRST_RETRY.saturating_mul(1 << (*count - 1).min(16)).min(MAX_RETRY);
+    tracing::warn!(job = %job.name_any(), failures = *count, retry_in = ?delay, "reconcile failed: {error}");
+    Requeue::requeue(delay)
 }

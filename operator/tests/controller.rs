@@ -6,14 +6,16 @@
 mod fake_api;
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use draco_api::DracoJob;
 use draco_core::status::{Phase, Status, Suspect};
 use draco_operator::PodDefaults;
 use draco_operator::metrics::OperatorMetrics;
-use draco_operator::reconcile::{Context, reconcile};
+use draco_operator::reconcile::{Context, error_policy, reconcile};
 use fake_api::{FakeApi, writes};
 use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action as Requeue;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -512,18 +514,29 @@ async fn a_pod_the_api_server_refuses_is_reported() {
         422,
         "Pod \"fm-ps\" is invalid: spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1",
     );
-    for _ in 0..3 {
+    // The controller retries a failing reconcile after 5 s, 10 s, 20 s ... at most 5 min.
+    let mut delays = Vec::new();
+    for _ in 0..8 {
         h.fake.take_log();
-        let result = reconcile(Arc::new(h.job("fm")), h.ctx.clone()).await;
-        assert!(result.is_err());
+        let job = Arc::new(h.job("fm"));
+        let error = reconcile(job.clone(), h.ctx.clone()).await.unwrap_err();
+        assert!(error.to_string().contains("fm-ps: Pod \"fm-ps\" is invalid"), "{error}");
+        delays.push(error_policy(job, &error, h.ctx.clone()));
     }
-    let status = h.status("fm");
-    assert!(
-        status["conditions"]
-            .as_array()
-            .is_some_and(|cs| cs.iter().any(|c| c["message"].as_str().unwrap_or("").contains("invalid"))),
-        "no condition names the refused pod: {status}"
-    );
+    let secs = |s: u64| Requeue::requeue(Duration::from_secs(s));
+    assert_eq!(delays[..4], [secs(5), secs(10), secs(20), secs(40)]);
+    assert_eq!(delays[7], secs(300));
+    let (status, reason, message) = h.condition("fm", "Running").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "PodCreationFailed"));
+    assert!(message.contains("must be less than or equal to cpu limit"), "{message}");
+    let warnings = h.fake.keys_under("/apis/events.k8s.io/v1/namespaces/ml/events").len();
+    assert_eq!(warnings, 2, "one Created event and one PodCreationFailed, not one per retry");
+    // One success resets the backoff.
+    h.fake.reject_posts("/nowhere", 422, "");
+    let job = Arc::new(h.job("fm"));
+    assert!(reconcile(job.clone(), h.ctx.clone()).await.is_ok());
+    let error = draco_operator::reconcile::Error::Incomplete("test");
+    assert_eq!(error_policy(job, &error, h.ctx.clone()), secs(5));
 }
 
 /// A pod named like a child but not labelled as one makes creation conflict; the condition
