@@ -391,14 +391,17 @@ def check_live(args):
                 pass
             up = int(next(values_of(targets_up), 0))
             # All targets answering, each with a few scrapes of history: rates have data here.
-            warmed = expected and up == expected and next(values_of(history), 0) >= 5
-            # Kills wait for that too: a restart or reconnect before a target's first scrapes
-            # would be the series' starting value, not an increase (a fast, idle machine runs the
-            # drill's first 300 steps in about 5 s).
-            if warmed and args.kill_ps_at and killed_at is None:
-                killed_at = kill_at_step(prom, sel, args.kill_ps_at, workdir)
-            if warmed and args.kill_worker_at and worker_killed_at is None:
-                worker_killed_at = kill_at_step(prom, sel, args.kill_worker_at, workdir, "worker-1")
+            scraped = next(values_of(history), 0)
+            warmed = expected and up == expected and scraped >= 5
+            # Kills wait for a few scrapes of every target: a restart or reconnect before them
+            # would be the series' starting value, not an increase (a fast, idle machine runs
+            # the drill's first 300 steps in about 5 s). The worker dies a few seconds after the
+            # PS, so the two recoveries show apart.
+            if expected and up == expected and scraped >= 3:
+                if args.kill_ps_at and killed_at is None:
+                    killed_at = kill_at_step(prom, sel, args.kill_ps_at, workdir)
+                if args.kill_worker_at and worker_killed_at is None and time.time() > (killed_at or 0) + 3:
+                    worker_killed_at = kill_at_step(prom, sel, args.kill_worker_at, workdir, "worker-1")
             if warmed:
                 good_at = time.time()
                 for g in groups:
