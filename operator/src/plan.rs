@@ -214,6 +214,8 @@ fn event(actions: &mut Vec<Action>, warning: bool, reason: &str, note: String) {
 /// Ends the job (Succeeded or Failed): the condition, the completion time, an event, clean-up.
 fn finish(plan: &mut Plan, obs: &Observed, owned: &[&Pod], succeeded: bool, reason: &str, message: String) {
     let now = obs.now;
+    // Replicas planned earlier in this reconcile are not started for a finished job.
+    plan.actions.retain(|a| !matches!(a, Action::CreatePod(_)));
     let (type_, other) =
         if succeeded { (condition::SUCCEEDED, condition::FAILED) } else { (condition::FAILED, condition::SUCCEEDED) };
     let _ = other;
@@ -264,16 +266,12 @@ pub fn plan(obs: &Observed) -> Plan {
         return done(plan, obs);
     }
 
-    // A child's name held by another object: no pods until it clears, and the job says why.
-    if let Some(blocked) = &obs.blocked {
-        let already = old
-            .condition(condition::RUNNING)
-            .is_some_and(|c| c.reason == blocked.reason && c.message == blocked.message);
-        set_condition(&mut plan.status, condition::RUNNING, false, &blocked.reason, &blocked.message, now);
-        if !already {
-            event(&mut plan.actions, true, &blocked.reason, blocked.message.clone());
-        }
-        plan.requeue = Some(Duration::from_secs(5));
+    // A child's name held by another object before the job's objects exist: nothing starts
+    // until it clears, and the job says why. (Later, see the end: the job goes on without new pods.)
+    if let Some(blocked) = &obs.blocked
+        && !old.is_true(condition::CREATED)
+    {
+        report_blocked(&mut plan, &old, blocked, now);
         return done(plan, obs);
     }
 
@@ -463,7 +461,24 @@ pub fn plan(obs: &Observed) -> Plan {
         }
     }
     plan.requeue = Some(plan.requeue.map_or(POLL, |r| r.min(POLL)));
+    // A child's name taken over while the job runs (a Service recreated by another tool): the
+    // job's pods are still judged, suspended and timed out, but none is created.
+    if let Some(blocked) = &obs.blocked {
+        plan.actions.retain(|a| !matches!(a, Action::CreatePod(_)));
+        report_blocked(&mut plan, &old, blocked, now);
+    }
     done(plan, obs)
+}
+
+/// Running=False with the blocking reason, an event when it is new, a look again soon.
+fn report_blocked(plan: &mut Plan, old: &DracoJobStatus, blocked: &Blocked, now: Timestamp) {
+    let already =
+        old.condition(condition::RUNNING).is_some_and(|c| c.reason == blocked.reason && c.message == blocked.message);
+    set_condition(&mut plan.status, condition::RUNNING, false, &blocked.reason, &blocked.message, now);
+    if !already {
+        event(&mut plan.actions, true, &blocked.reason, blocked.message.clone());
+    }
+    plan.requeue = Some(plan.requeue.map_or(Duration::from_secs(5), |r| r.min(Duration::from_secs(5))));
 }
 
 /// Folds the PS's `/status` into training progress and the suspects table; names new suspects
@@ -735,5 +750,54 @@ spec:
         let mut pods = all_pods(&j, running());
         pods[2] = failed_with(1, json!({}));
         assert!(run(&j, &pods, now()).status.is_true(condition::FAILED));
+    }
+
+    #[test]
+    fn a_job_that_fails_starts_no_replica_in_the_same_reconcile() {
+        let j = job(|v| v["spec"]["worker"] = json!({"restartPolicy": "ExitCode"}));
+        let j = with_status(&j, &run(&j, &[], now()).status);
+        let mut pods = all_pods(&j, running());
+        // worker-0 is gone (evicted and deleted); worker-1 exited 1: the program's own verdict.
+        pods[2] = pod(
+            &j,
+            Replica::Worker(1),
+            json!({"phase": "Failed", "containerStatuses": [{"name": "draco", "ready": false, "restartCount": 0,
+                "image": "draco:test", "imageID": "", "state": {"terminated": {"exitCode": 1}}}]}),
+        );
+        pods.remove(1);
+        let p = run(&j, &pods, now());
+        assert!(p.status.is_true(condition::FAILED));
+        assert!(!p.actions.iter().any(|a| matches!(a, Action::CreatePod(_))), "{:?}", p.actions);
+    }
+
+    #[test]
+    fn a_name_taken_over_while_running_stops_new_pods_but_not_suspend() {
+        let j = job(|_| {});
+        let j = with_status(&j, &run(&j, &[], now()).status);
+        let blocked =
+            Blocked { reason: "NameConflict".into(), message: "Service fm-ps exists and is not this job's".into() };
+        let mut pods = all_pods(&j, running());
+        pods.remove(1); // worker-0 is gone
+        let p = plan(&Observed {
+            job: &j,
+            pods: &pods,
+            ps_status: None,
+            validity: Ok(()),
+            blocked: Some(blocked.clone()),
+            now: now(),
+        });
+        assert!(!p.actions.iter().any(|a| matches!(a, Action::CreatePod(_))), "{:?}", p.actions);
+        assert_eq!(p.status.condition(condition::RUNNING).unwrap().reason, "NameConflict");
+        let mut suspended = with_status(&j, &p.status);
+        suspended.spec.run_policy = Some(draco_api::RunPolicy { suspend: Some(true), ..Default::default() });
+        let p = plan(&Observed {
+            job: &suspended,
+            pods: &pods,
+            ps_status: None,
+            validity: Ok(()),
+            blocked: Some(blocked),
+            now: now(),
+        });
+        assert_eq!(p.actions.iter().filter(|a| matches!(a, Action::DeletePod(_))).count(), 3, "{:?}", p.actions);
     }
 }

@@ -198,6 +198,7 @@ async fn reconcile_inner(job: &DracoJob, ctx: &Context) -> Result<Requeue, Error
         return Err(Error::Incomplete("metadata.uid"));
     }
     if job.metadata.deletion_timestamp.is_some() {
+        ctx.failures.lock().expect("failures lock").remove(&job_key(job));
         return Ok(Requeue::await_change()); // ownerReferences clean up the children
     }
     let client = &ctx.client;
@@ -221,9 +222,6 @@ async fn reconcile_inner(job: &DracoJob, ctx: &Context) -> Result<Requeue, Error
         if blocked.is_none() {
             let policies = Api::<NetworkPolicy>::namespaced(client.clone(), &namespace);
             blocked = ensure_fixed(&policies, job, &children::network_policy(job)).await?;
-        }
-        if blocked.is_none() && !status.is_true(condition::CREATED) {
-            ensure_secret(&Api::namespaced(client.clone(), &namespace), job).await?;
         }
     }
 
@@ -253,6 +251,11 @@ async fn reconcile_inner(job: &DracoJob, ctx: &Context) -> Result<Requeue, Error
     // Pods that could not be created: the job's status says why (never an empty status).
     let mut refused = Vec::new();
     let mut taken = Vec::new();
+    // The pods mount the token Secret: made sure of before the first pod of any reconcile, so
+    // one deleted by someone comes back with the next restart.
+    if decision.actions.iter().any(|a| matches!(a, Action::CreatePod(_))) {
+        ensure_secret(&Api::namespaced(client.clone(), &namespace), job).await?;
+    }
     for action in &decision.actions {
         match action {
             Action::CreatePod(replica) => {
@@ -288,7 +291,10 @@ async fn reconcile_inner(job: &DracoJob, ctx: &Context) -> Result<Requeue, Error
         }
     }
 
-    let problem = if !refused.is_empty() {
+    let finished_now = decision.status.is_true(condition::SUCCEEDED) || decision.status.is_true(condition::FAILED);
+    let problem = if finished_now {
+        None
+    } else if !refused.is_empty() {
         Some(("PodCreationFailed", format!("the API server refused {}", refused.join("; "))))
     } else if !taken.is_empty() {
         Some((
@@ -360,8 +366,9 @@ pub fn status_patch(old: Option<&draco_api::DracoJobStatus>, new: &draco_api::Dr
 pub const FIRST_RETRY: Duration = Duration::from_secs(5);
 pub const MAX_RETRY: Duration = Duration::from_secs(300);
 
+/// By UID: a job re-created under the same name starts without the old one's backoff.
 fn job_key(job: &DracoJob) -> String {
-    format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any())
+    job.uid().unwrap_or_else(|| format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any()))
 }
 
 /// Backs off a failing reconcile exponentially (5 s, 10 s, ... 5 min), per job: a job the
