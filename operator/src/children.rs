@@ -200,25 +200,29 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(read_only), ..Default::default() }
 }
 
-/// The template's container securityContext with every hardening field it leaves unset filled
-/// in: a template that sets only `runAsUser` keeps a read-only root, no privilege escalation
-/// and no capabilities. Fields the template sets explicitly are the user's decision.
+/// The template's container securityContext with the container-only hardening it leaves unset
+/// filled in: a read-only root, no privilege escalation, no capabilities. Who the process runs
+/// as (user, non-root, seccomp) is set at the pod level, so that a template's pod-level
+/// `runAsUser` (e.g. a PVC's owner) is not overridden here. Explicit fields are the user's.
 fn harden_container(user: Option<SecurityContext>) -> SecurityContext {
     let mut sc = user.unwrap_or_default();
-    sc.run_as_non_root.get_or_insert(true);
-    sc.run_as_user.get_or_insert(RUN_AS_USER);
     sc.read_only_root_filesystem.get_or_insert(true);
     sc.allow_privilege_escalation.get_or_insert(false);
     let capabilities = sc.capabilities.get_or_insert_with(Capabilities::default);
     capabilities.drop.get_or_insert_with(|| vec!["ALL".into()]);
-    sc.seccomp_profile.get_or_insert_with(runtime_default_seccomp);
     sc
 }
 
-/// The pod-level counterpart of [`harden_container`].
-fn harden_pod(user: Option<PodSecurityContext>) -> PodSecurityContext {
+/// The pod's securityContext with the identity hardening the template leaves unset: the
+/// image's non-root user, runAsNonRoot, RuntimeDefault seccomp. A template that asks for root
+/// (runAsUser 0 on the pod or the container) gets no runAsNonRoot, which the kubelet would
+/// otherwise answer by never starting the container.
+fn harden_pod(user: Option<PodSecurityContext>, container: Option<&SecurityContext>) -> PodSecurityContext {
     let mut sc = user.unwrap_or_default();
-    sc.run_as_non_root.get_or_insert(true);
+    let asks_for_root = sc.run_as_user == Some(0) || container.and_then(|c| c.run_as_user) == Some(0);
+    if !asks_for_root {
+        sc.run_as_non_root.get_or_insert(true);
+    }
     sc.run_as_user.get_or_insert(RUN_AS_USER);
     sc.fs_group.get_or_insert(RUN_AS_USER);
     sc.seccomp_profile.get_or_insert_with(runtime_default_seccomp);
@@ -359,7 +363,8 @@ pub fn pod(job: &DracoJob, replica: Replica, defaults: &PodDefaults) -> Pod {
     spec.restart_policy = Some("Never".into());
     spec.automount_service_account_token = Some(false);
     spec.enable_service_links = Some(false);
-    spec.security_context = Some(harden_pod(spec.security_context.take()));
+    let container_context = spec.containers.first().and_then(|c| c.security_context.as_ref());
+    spec.security_context = Some(harden_pod(spec.security_context.take(), container_context));
     if let Replica::Worker(_) = replica {
         spec.hostname = Some(pod_name(name, replica));
     }
@@ -486,18 +491,45 @@ mod tests {
     }
 
     /// A template securityContext that sets one field (runAsUser, e.g. to match a PVC's owner)
-    /// keeps every hardening field it left unset.
+    /// keeps every hardening field it left unset, and a pod-level runAsUser is not overridden
+    /// at the container level.
     #[test]
     fn a_partial_template_security_context_keeps_the_hardening() {
         let j = job(|v| {
             v["spec"]["worker"] = json!({"template": {"spec": {"containers": [{"name": "draco",
-                "securityContext": {"runAsUser": 1000}}]}}})
+                "securityContext": {"runAsUser": 1000}}]}}});
+            v["spec"]["ps"] = json!({"template": {"spec": {"securityContext": {"runAsUser": 2000}, "containers": []}}});
         });
         let spec = pod(&j, Replica::Worker(0), &defaults()).spec.unwrap();
         let sc = spec.containers[0].security_context.clone().unwrap();
         assert_eq!(sc.read_only_root_filesystem, Some(true), "{sc:?}");
         assert_eq!(sc.allow_privilege_escalation, Some(false), "{sc:?}");
-        assert_eq!(sc.run_as_non_root, Some(true), "{sc:?}");
+        assert_eq!(sc.capabilities.and_then(|c| c.drop), Some(vec!["ALL".to_string()]));
+        assert_eq!(sc.run_as_user, Some(1000));
+        let psc = spec.security_context.unwrap();
+        assert_eq!(
+            (psc.run_as_non_root, psc.seccomp_profile.map(|s| s.type_)),
+            (Some(true), Some("RuntimeDefault".into()))
+        );
+        let ps = pod(&j, Replica::Ps, &defaults()).spec.unwrap();
+        assert_eq!(ps.security_context.unwrap().run_as_user, Some(2000));
+        assert_eq!(
+            ps.containers[0].security_context.as_ref().unwrap().run_as_user,
+            None,
+            "would override the pod's 2000"
+        );
+    }
+
+    /// A template that asks for root gets no runAsNonRoot (the kubelet would refuse to start it).
+    #[test]
+    fn a_template_asking_for_root_is_not_made_unstartable() {
+        let j = job(|v| {
+            v["spec"]["worker"] = json!({"template": {"spec": {"containers": [{"name": "draco",
+                "securityContext": {"runAsUser": 0}}]}}})
+        });
+        let spec = pod(&j, Replica::Worker(0), &defaults()).spec.unwrap();
+        assert_eq!(spec.security_context.unwrap().run_as_non_root, None);
+        assert_eq!(spec.containers[0].security_context.as_ref().unwrap().run_as_non_root, None);
     }
 
     #[test]

@@ -216,17 +216,22 @@ fn finish(plan: &mut Plan, obs: &Observed, owned: &[&Pod], succeeded: bool, reas
     let now = obs.now;
     // Replicas planned earlier in this reconcile are not started for a finished job.
     plan.actions.retain(|a| !matches!(a, Action::CreatePod(_)));
-    let (type_, other) =
-        if succeeded { (condition::SUCCEEDED, condition::FAILED) } else { (condition::FAILED, condition::SUCCEEDED) };
-    let _ = other;
-    set_condition(&mut plan.status, type_, true, reason, &message, now);
-    set_condition(&mut plan.status, condition::RUNNING, false, reason, &message, now);
-    if plan.status.is_true(condition::RESTARTING) {
-        set_condition(&mut plan.status, condition::RESTARTING, false, reason, &message, now);
-    }
-    plan.status.completion_time.get_or_insert(time(now));
+    conclude(&mut plan.status, succeeded, reason, &message, now);
     event(&mut plan.actions, !succeeded, reason, message);
     clean_up(obs.job, owned, &mut plan.actions);
+}
+
+/// The terminal status: Succeeded or Failed, not Running or Restarting, the completion time.
+/// (The next reconcile of a finished job cleans its pods up per cleanPodPolicy.)
+pub fn conclude(status: &mut DracoJobStatus, succeeded: bool, reason: &str, message: &str, now: Timestamp) {
+    let type_ = if succeeded { condition::SUCCEEDED } else { condition::FAILED };
+    set_condition(status, type_, true, reason, message, now);
+    set_condition(status, condition::RUNNING, false, reason, message, now);
+    if status.is_true(condition::RESTARTING) {
+        set_condition(status, condition::RESTARTING, false, reason, message, now);
+    }
+    status.completion_time.get_or_insert(time(now));
+    status.state = Some(state_of(status).to_string());
 }
 
 /// Decides the job's status and the actions for one reconcile.

@@ -44,8 +44,10 @@ pub struct Context {
     /// The PS's HTTP address (host:port) for a job: its Service's DNS name in a cluster.
     pub ps_address: PsAddress,
     pub now: Box<dyn Fn() -> Timestamp + Send + Sync>,
-    /// Consecutive failed reconciles per job (namespace/name), for the error backoff.
+    /// Consecutive failed reconciles per job (by UID), for the error backoff.
     pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// The restart count last written per job (by UID), never to be undone by a stale cache.
+    pub restarts: std::sync::Mutex<std::collections::HashMap<String, i32>>,
 }
 
 impl Context {
@@ -61,6 +63,7 @@ impl Context {
             }),
             now: Box::new(Timestamp::now),
             failures: Default::default(),
+            restarts: Default::default(),
         }
     }
 }
@@ -199,6 +202,7 @@ async fn reconcile_inner(job: &DracoJob, ctx: &Context) -> Result<Requeue, Error
     }
     if job.metadata.deletion_timestamp.is_some() {
         ctx.failures.lock().expect("failures lock").remove(&job_key(job));
+        ctx.restarts.lock().expect("restarts lock").remove(&job_key(job));
         return Ok(Requeue::await_change()); // ownerReferences clean up the children
     }
     let client = &ctx.client;
@@ -237,7 +241,23 @@ async fn reconcile_inner(job: &DracoJob, ctx: &Context) -> Result<Requeue, Error
         None
     };
 
-    let decision = plan::plan(&Observed {
+    // The controller's cache can lag behind our own last status write (a pod event reconciles
+    // before the watch delivers it): the restart count never goes back, or backoffLimit would
+    // never be reached.
+    let counted = ctx.restarts.lock().expect("restarts lock").get(&job_key(job)).copied();
+    let fresher;
+    let job = match (counted, job.status.as_ref()) {
+        (Some(counted), Some(status)) if counted > status.restarts => {
+            let mut copy = job.clone();
+            if let Some(status) = copy.status.as_mut() {
+                status.restarts = counted;
+            }
+            fresher = copy;
+            &fresher
+        }
+        _ => job,
+    };
+    let mut decision = plan::plan(&Observed {
         job,
         pods: &observed_pods,
         ps_status: ps_status.as_ref(),
@@ -246,10 +266,10 @@ async fn reconcile_inner(job: &DracoJob, ctx: &Context) -> Result<Requeue, Error
         now: (ctx.now)(),
     });
 
-    let mut decision = decision;
     let reference = job.object_ref(&());
     // Pods that could not be created: the job's status says why (never an empty status).
     let mut refused = Vec::new();
+    let mut invalid = Vec::new();
     let mut taken = Vec::new();
     // The pods mount the token Secret: made sure of before the first pod of any reconcile, so
     // one deleted by someone comes back with the next restart.
@@ -265,7 +285,11 @@ async fn reconcile_inner(job: &DracoJob, ctx: &Context) -> Result<Requeue, Error
                     Ok(_) => {}
                     // Not among the pods labelled as this job's, yet the name exists.
                     Err(e) if is_conflict(&e) => taken.push(pod_name),
-                    Err(kube::Error::Api(e)) if (400..500).contains(&e.code) => {
+                    // The pod template itself is invalid: every retry would be refused alike.
+                    Err(kube::Error::Api(e)) if e.code == 422 => invalid.push(format!("pod {pod_name}: {}", e.message)),
+                    // Refused for now (quota, a webhook): retried with backoff. 429 (throttled)
+                    // and 5xx take the ordinary error path below.
+                    Err(kube::Error::Api(e)) if (400..500).contains(&e.code) && e.code != 429 => {
                         refused.push(format!("pod {pod_name}: {}", e.message))
                     }
                     Err(e) => return Err(e.into()),
@@ -291,8 +315,13 @@ async fn reconcile_inner(job: &DracoJob, ctx: &Context) -> Result<Requeue, Error
         }
     }
 
-    let finished_now = decision.status.is_true(condition::SUCCEEDED) || decision.status.is_true(condition::FAILED);
-    let problem = if finished_now {
+    let finished = |s: &draco_api::DracoJobStatus| s.is_true(condition::SUCCEEDED) || s.is_true(condition::FAILED);
+    if !invalid.is_empty() && !finished(&decision.status) {
+        let message = format!("the API server refused the pod template as invalid: {}", invalid.join("; "));
+        plan::conclude(&mut decision.status, false, "PodInvalid", &message, (ctx.now)());
+        publish(ctx, &reference, true, "PodInvalid", &message).await;
+    }
+    let problem = if finished(&decision.status) {
         None
     } else if !refused.is_empty() {
         Some(("PodCreationFailed", format!("the API server refused {}", refused.join("; "))))
@@ -309,8 +338,14 @@ async fn reconcile_inner(job: &DracoJob, ctx: &Context) -> Result<Requeue, Error
         None
     };
     if let Some((reason, message)) = &problem {
+        // One event per cause, not per message: a quota's message carries changing numbers.
         let running = job.status.as_ref().and_then(|s| s.condition(condition::RUNNING));
-        if !running.is_some_and(|c| c.reason == *reason && c.message == *message) {
+        let same_cause = match running {
+            Some(c) if c.reason == *reason && *reason == "PodCreationFailed" => true,
+            Some(c) => c.reason == *reason && c.message == *message,
+            None => false,
+        };
+        if !same_cause {
             publish(ctx, &reference, true, reason, message).await;
         }
         plan::set_condition(&mut decision.status, condition::RUNNING, false, reason, message, (ctx.now)());
@@ -320,6 +355,7 @@ async fn reconcile_inner(job: &DracoJob, ctx: &Context) -> Result<Requeue, Error
         let jobs: Api<DracoJob> = Api::namespaced(client.clone(), &namespace);
         let patch = status_patch(job.status.as_ref(), &decision.status);
         jobs.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch)).await?;
+        ctx.restarts.lock().expect("restarts lock").insert(job_key(job), decision.status.restarts);
     }
     if !refused.is_empty() {
         return Err(Error::PodRefused(refused.join("; ")));

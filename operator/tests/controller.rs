@@ -504,15 +504,15 @@ async fn the_token_secret_is_bound_to_the_job_uid() {
     assert_eq!(h.status("fm")["state"], "Created");
 }
 
-/// A pod the API server refuses (requests above limits) shows in a condition with the API's
-/// message, and the reconcile fails so the controller backs off.
+/// A pod the API server refuses for now (quota) shows in a condition with the API's message,
+/// and the reconcile fails so the controller backs off.
 #[tokio::test]
 async fn a_pod_the_api_server_refuses_is_reported() {
     let h = Harness::new(job_json(SPEC)).await;
     h.fake.reject_posts(
         PODS,
-        422,
-        "Pod \"fm-ps\" is invalid: spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1",
+        403,
+        "pods \"fm-ps\" is forbidden: exceeded quota: compute, requested: cpu=2, used: cpu=3, limited: cpu=4",
     );
     // The controller retries a failing reconcile after 5 s, 10 s, 20 s ... at most 5 min.
     let mut delays = Vec::new();
@@ -520,7 +520,7 @@ async fn a_pod_the_api_server_refuses_is_reported() {
         h.fake.take_log();
         let job = Arc::new(h.job("fm"));
         let error = reconcile(job.clone(), h.ctx.clone()).await.unwrap_err();
-        assert!(error.to_string().contains("fm-ps: Pod \"fm-ps\" is invalid"), "{error}");
+        assert!(error.to_string().contains("fm-ps: pods \"fm-ps\" is forbidden: exceeded quota"), "{error}");
         delays.push(error_policy(job, &error, h.ctx.clone()));
     }
     let secs = |s: u64| Requeue::requeue(Duration::from_secs(s));
@@ -528,7 +528,7 @@ async fn a_pod_the_api_server_refuses_is_reported() {
     assert_eq!(delays[7], secs(300));
     let (status, reason, message) = h.condition("fm", "Running").unwrap();
     assert_eq!((status.as_str(), reason.as_str()), ("False", "PodCreationFailed"));
-    assert!(message.contains("must be less than or equal to cpu limit"), "{message}");
+    assert!(message.contains("exceeded quota"), "{message}");
     let warnings = h.fake.keys_under("/apis/events.k8s.io/v1/namespaces/ml/events").len();
     assert_eq!(warnings, 2, "one Created event and one PodCreationFailed, not one per retry");
     // One success resets the backoff.
@@ -576,4 +576,46 @@ fn int32_fields_are_bounded_so_one_job_never_breaks_the_list_of_every_job() {
         "admitted (containerPort schema {port}), then no DracoJob in the cluster can be listed: {:?}",
         parsed.err()
     );
+}
+
+/// A pod template the API server calls invalid (422) would be refused on every retry: the job
+/// fails at once with the API's message instead of retrying forever.
+#[tokio::test]
+async fn an_invalid_pod_template_fails_the_job() {
+    let h = Harness::new(job_json(SPEC)).await;
+    h.fake.reject_posts(
+        PODS,
+        422,
+        "Pod \"fm-ps\" is invalid: spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1",
+    );
+    h.fake.take_log();
+    let result = reconcile(Arc::new(h.job("fm")), h.ctx.clone()).await;
+    assert!(result.is_ok(), "{:?}", result.err());
+    let (status, reason, message) = h.condition("fm", "Failed").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "PodInvalid"));
+    assert!(message.contains("must be less than or equal to cpu limit of 1"), "{message}");
+    assert_eq!(h.status("fm")["state"], "Failed");
+    // Finished: nothing more is created.
+    let writes = h.reconcile("fm").await;
+    assert!(!writes.iter().any(|w| w.starts_with("POST")), "{writes:?}");
+}
+
+/// A reconcile that runs on a cached job older than the operator's own last status write (the
+/// pod-deleted event arrives before the status update) does not undo the restart count.
+#[tokio::test]
+async fn a_stale_cached_job_never_undoes_the_restart_count() {
+    let h = Harness::new(job_json(SPEC)).await;
+    h.reconcile("fm").await;
+    h.all_pods_running_and_ready("fm", 3);
+    h.reconcile("fm").await;
+    let stale = h.job("fm");
+    assert_eq!(stale.status.as_ref().unwrap().restarts, 0);
+    h.set_pod("fm-worker-1", failed_with(137));
+    h.reconcile("fm").await;
+    assert_eq!(h.status("fm")["restarts"], 1);
+    // The restart deleted the pod; the next reconcile still sees restarts = 0 in its cache.
+    h.fake.remove(&format!("{PODS}/fm-worker-1"));
+    h.fake.take_log();
+    reconcile(Arc::new(stale), h.ctx.clone()).await.unwrap();
+    assert_eq!(h.status("fm")["restarts"], 1, "the stale cache reset the restart count");
 }
