@@ -163,6 +163,22 @@ fn unschedulable(pod: &Pod) -> Option<String> {
     (c.reason.as_deref() == Some("Unschedulable")).then(|| c.message.clone().unwrap_or_default())
 }
 
+/// Why a scheduled pod's container cannot start, when the kubelet says so (a missing Secret
+/// key or ConfigMap, an image that cannot be pulled): it would otherwise wait silently.
+fn cannot_start(pod: &Pod) -> Option<String> {
+    const REASONS: [&str; 5] =
+        ["CreateContainerConfigError", "CreateContainerError", "ErrImagePull", "ImagePullBackOff", "InvalidImageName"];
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    statuses.iter().find_map(|s| {
+        let waiting = s.state.as_ref()?.waiting.as_ref()?;
+        let reason = waiting.reason.as_deref().filter(|r| REASONS.contains(r))?;
+        Some(match waiting.message.as_deref() {
+            Some(message) if !message.is_empty() => format!("{reason}: {message}"),
+            _ => reason.to_string(),
+        })
+    })
+}
+
 /// Whether Kubernetes itself took the pod away (eviction, preemption, node pressure or
 /// shutdown): its exit code then says nothing about the program.
 pub fn disrupted(pod: &Pod) -> bool {
@@ -340,6 +356,7 @@ pub fn plan(obs: &Observed) -> Plan {
     let mut counts = ReplicaStatuses::default();
     let mut waiting_for_old = Vec::new();
     let mut unschedulable_pods = Vec::new();
+    let mut stuck_pods = Vec::new();
     let mut all_ready = true;
     for replica in children::replicas(job) {
         let name = children::pod_name(job.name(), replica);
@@ -424,6 +441,9 @@ pub fn plan(obs: &Observed) -> Plan {
                 {
                     unschedulable_pods.push(format!("{name}: {why}"));
                 }
+                if let Some(why) = cannot_start(pod) {
+                    stuck_pods.push(format!("{name}: {why}"));
+                }
             }
         }
     }
@@ -455,6 +475,8 @@ pub fn plan(obs: &Observed) -> Plan {
             )
         } else if !unschedulable_pods.is_empty() {
             ("Unschedulable", unschedulable_pods.join("; "))
+        } else if !stuck_pods.is_empty() {
+            ("PodsCannotStart", stuck_pods.join("; "))
         } else if !(ps_ready && all_ready) {
             ("PodsNotReady", format!("PS ready: {ps_ready}; workers ready: {workers_ok}/{}", job.spec.workers))
         } else {
@@ -804,5 +826,27 @@ spec:
             now: now(),
         });
         assert_eq!(p.actions.iter().filter(|a| matches!(a, Action::DeletePod(_))).count(), 3, "{:?}", p.actions);
+    }
+
+    #[test]
+    fn a_container_that_cannot_start_is_named_in_the_running_condition() {
+        let j = job(|_| {});
+        let j = with_status(&j, &run(&j, &[], now()).status);
+        let mut pods = all_pods(&j, running());
+        pods[1] = pod(
+            &j,
+            Replica::Worker(0),
+            json!({"phase": "Pending", "containerStatuses": [{"name": "draco", "ready": false, "restartCount": 0,
+                "image": "draco:test", "imageID": "", "state": {"waiting": {"reason": "CreateContainerConfigError",
+                "message": "couldn't find key worker-0 in Secret ml/fm-tokens-uid-1"}}}]}),
+        );
+        let p = run(&j, &pods, now());
+        let running = p.status.condition(condition::RUNNING).unwrap();
+        assert_eq!(running.reason, "PodsCannotStart");
+        assert!(
+            running.message.starts_with("fm-worker-0: CreateContainerConfigError: couldn't find key"),
+            "{}",
+            running.message
+        );
     }
 }
