@@ -118,4 +118,9 @@ impl DracoJobStatus {
     pub fn is_true(&self, type_: &str) -> bool {
         self.condition(type_).is_some_and(|c| c.status == "True")
     }
+
+    /// Succeeded or Failed: nothing more happens to the job but clean-up and TTL.
+    pub fn is_finished(&self) -> bool {
+        self.is_true(condition::SUCCEEDED) || self.is_true(condition::FAILED)
+    }
 }

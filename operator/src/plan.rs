@@ -28,6 +28,10 @@ pub struct Observed<'a> {
     /// Why the job's own objects (ConfigMap, Service, NetworkPolicy, token Secret) are not
     /// usable yet, when one of their names is taken; no pods are created until it clears.
     pub blocked: Option<Blocked>,
+    /// The restart count this operator last wrote: the controller's cache can lag behind it
+    /// (a pod event reconciles before the watch delivers the write), and the count never goes
+    /// back, or backoffLimit would never be reached.
+    pub restarts_written: Option<i32>,
     pub now: Timestamp,
 }
 
@@ -256,9 +260,10 @@ pub fn plan(obs: &Observed) -> Plan {
     let now = obs.now;
     let old = job.status.clone().unwrap_or_default();
     let mut plan = Plan { status: old.clone(), actions: Vec::new(), requeue: None };
+    plan.status.restarts = plan.status.restarts.max(obs.restarts_written.unwrap_or(0));
     plan.status.observed_generation = job.metadata.generation;
     let owned: Vec<&Pod> = obs.pods.iter().filter(|p| is_owned(job, p)).collect();
-    let finished = old.is_true(condition::SUCCEEDED) || old.is_true(condition::FAILED);
+    let finished = old.is_finished();
 
     // An invalid spec (defense in depth behind the CRD's CEL rules) never gets pods.
     if let Err(message) = &obs.validity
@@ -497,15 +502,20 @@ pub fn plan(obs: &Observed) -> Plan {
     done(plan, obs)
 }
 
-/// Running=False with the blocking reason, an event when it is new, a look again soon.
+/// Running=False with the blocking reason, an event when the reason is new, a look again soon.
 fn report_blocked(plan: &mut Plan, old: &DracoJobStatus, blocked: &Blocked, now: Timestamp) {
-    let already =
-        old.condition(condition::RUNNING).is_some_and(|c| c.reason == blocked.reason && c.message == blocked.message);
-    set_condition(&mut plan.status, condition::RUNNING, false, &blocked.reason, &blocked.message, now);
-    if !already {
+    if hold(&mut plan.status, old, &blocked.reason, &blocked.message, now) {
         event(&mut plan.actions, true, &blocked.reason, blocked.message.clone());
     }
     plan.requeue = Some(plan.requeue.map_or(Duration::from_secs(5), |r| r.min(Duration::from_secs(5))));
+}
+
+/// Sets Running=False for `reason`; true when `old` did not already say so, i.e. when the
+/// caller should emit an event. One event per reason, not per message: messages carry names
+/// and numbers that change (a quota's usage, which object is still held).
+pub fn hold(status: &mut DracoJobStatus, old: &DracoJobStatus, reason: &str, message: &str, now: Timestamp) -> bool {
+    set_condition(status, condition::RUNNING, false, reason, message, now);
+    !old.condition(condition::RUNNING).is_some_and(|c| c.status == "False" && c.reason == reason)
 }
 
 /// Folds the PS's `/status` into training progress and the suspects table; names new suspects
@@ -629,7 +639,11 @@ spec:
     }
 
     fn run(job: &DracoJob, pods: &[Pod], at: Timestamp) -> Plan {
-        plan(&Observed { job, pods, ps_status: None, validity: Ok(()), blocked: None, now: at })
+        run_blocked(job, pods, at, None)
+    }
+
+    fn run_blocked(job: &DracoJob, pods: &[Pod], at: Timestamp, blocked: Option<Blocked>) -> Plan {
+        plan(&Observed { job, pods, ps_status: None, validity: Ok(()), blocked, restarts_written: None, now: at })
     }
 
     /// `job` with the status a plan produced, as the next reconcile sees it.
@@ -805,26 +819,12 @@ spec:
             Blocked { reason: "NameConflict".into(), message: "Service fm-ps exists and is not this job's".into() };
         let mut pods = all_pods(&j, running());
         pods.remove(1); // worker-0 is gone
-        let p = plan(&Observed {
-            job: &j,
-            pods: &pods,
-            ps_status: None,
-            validity: Ok(()),
-            blocked: Some(blocked.clone()),
-            now: now(),
-        });
+        let p = run_blocked(&j, &pods, now(), Some(blocked.clone()));
         assert!(!p.actions.iter().any(|a| matches!(a, Action::CreatePod(_))), "{:?}", p.actions);
         assert_eq!(p.status.condition(condition::RUNNING).unwrap().reason, "NameConflict");
         let mut suspended = with_status(&j, &p.status);
         suspended.spec.run_policy = Some(draco_api::RunPolicy { suspend: Some(true), ..Default::default() });
-        let p = plan(&Observed {
-            job: &suspended,
-            pods: &pods,
-            ps_status: None,
-            validity: Ok(()),
-            blocked: Some(blocked),
-            now: now(),
-        });
+        let p = run_blocked(&suspended, &pods, now(), Some(blocked));
         assert_eq!(p.actions.iter().filter(|a| matches!(a, Action::DeletePod(_))).count(), 3, "{:?}", p.actions);
     }
 

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use draco_api::DracoJob;
-use draco_api::status::condition;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -212,7 +211,7 @@ async fn reconcile_inner(job: &DracoJob, ctx: &Context) -> Result<Requeue, Error
         .map_err(|e| e.to_string())
         .and_then(|()| draco_api::schema::validate_cel(job, None).map_err(|errors| errors.join("; ")));
     let status = job.status.clone().unwrap_or_default();
-    let finished = status.is_true(condition::SUCCEEDED) || status.is_true(condition::FAILED);
+    let finished = status.is_finished();
 
     // The job's objects (never for an invalid or finished job); the first name held by
     // someone else blocks the job.
@@ -241,28 +240,14 @@ async fn reconcile_inner(job: &DracoJob, ctx: &Context) -> Result<Requeue, Error
         None
     };
 
-    // The controller's cache can lag behind our own last status write (a pod event reconciles
-    // before the watch delivers it): the restart count never goes back, or backoffLimit would
-    // never be reached.
-    let counted = ctx.restarts.lock().expect("restarts lock").get(&job_key(job)).copied();
-    let fresher;
-    let job = match (counted, job.status.as_ref()) {
-        (Some(counted), Some(status)) if counted > status.restarts => {
-            let mut copy = job.clone();
-            if let Some(status) = copy.status.as_mut() {
-                status.restarts = counted;
-            }
-            fresher = copy;
-            &fresher
-        }
-        _ => job,
-    };
+    let restarts_written = ctx.restarts.lock().expect("restarts lock").get(&job_key(job)).copied();
     let mut decision = plan::plan(&Observed {
         job,
         pods: &observed_pods,
         ps_status: ps_status.as_ref(),
         validity,
         blocked,
+        restarts_written,
         now: (ctx.now)(),
     });
 
@@ -315,13 +300,12 @@ async fn reconcile_inner(job: &DracoJob, ctx: &Context) -> Result<Requeue, Error
         }
     }
 
-    let finished = |s: &draco_api::DracoJobStatus| s.is_true(condition::SUCCEEDED) || s.is_true(condition::FAILED);
-    if !invalid.is_empty() && !finished(&decision.status) {
+    if !invalid.is_empty() && !decision.status.is_finished() {
         let message = format!("the API server refused the pod template as invalid: {}", invalid.join("; "));
         plan::conclude(&mut decision.status, false, "PodInvalid", &message, (ctx.now)());
         publish(ctx, &reference, true, "PodInvalid", &message).await;
     }
-    let problem = if finished(&decision.status) {
+    let problem = if decision.status.is_finished() {
         None
     } else if !refused.is_empty() {
         Some(("PodCreationFailed", format!("the API server refused {}", refused.join("; "))))
@@ -337,18 +321,10 @@ async fn reconcile_inner(job: &DracoJob, ctx: &Context) -> Result<Requeue, Error
     } else {
         None
     };
-    if let Some((reason, message)) = &problem {
-        // One event per cause, not per message: a quota's message carries changing numbers.
-        let running = job.status.as_ref().and_then(|s| s.condition(condition::RUNNING));
-        let same_cause = match running {
-            Some(c) if c.reason == *reason && *reason == "PodCreationFailed" => true,
-            Some(c) => c.reason == *reason && c.message == *message,
-            None => false,
-        };
-        if !same_cause {
-            publish(ctx, &reference, true, reason, message).await;
-        }
-        plan::set_condition(&mut decision.status, condition::RUNNING, false, reason, message, (ctx.now)());
+    if let Some((reason, message)) = &problem
+        && plan::hold(&mut decision.status, &status, reason, message, (ctx.now)())
+    {
+        publish(ctx, &reference, true, reason, message).await;
     }
 
     if job.status.as_ref() != Some(&decision.status) {
