@@ -11,8 +11,9 @@ use draco_core::decoder::StepDecoder;
 use draco_core::job::{DatasetFormat, DatasetSpec, JobConfig};
 use draco_core::optimizer::Optimizer;
 use draco_model::{Architecture, Dataset, GradientComputer};
+use draco_proto::push::GradientPush;
 use draco_proto::v1::parameter_server_client::ParameterServerClient;
-use draco_proto::v1::{FetchRequest, GradientChunk, JoinRequest};
+use draco_proto::v1::{FetchRequest, JoinRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(clap::Args)]
@@ -29,7 +30,10 @@ pub struct IngestArgs {
 const SIZES: [(usize, &str); 2] = [(128, "d ~ 100k"), (6000, "d ~ 5M")];
 
 pub fn run(args: &IngestArgs) -> anyhow::Result<()> {
+    // Senders and receivers run on separate runtimes, as workers and the PS run in separate
+    // processes: on one runtime they would share its two worker threads (and task queues).
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let receiving = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     println!("draco bench ingest: {} workers push concurrently, best of {} steps", args.workers, args.steps);
     println!(
         "{:<10} {:>11} {:>8} {:>9} {:>6} {:>9} {:>6} | {:>10} {:>9} {:>10} {:>9} {:>9}",
@@ -51,9 +55,9 @@ pub fn run(args: &IngestArgs) -> anyhow::Result<()> {
         let (params, _) =
             draco_model::initial_parameters(&Architecture::Mlp { hidden: vec![hidden] }, [1, 28, 28], 10, 1);
         let d = params.len();
-        let (ps_seconds, bytes) = runtime.block_on(through_ps(&job, args.steps))?;
-        let sink_seconds = runtime.block_on(raw_tcp(bytes, args.workers, Receiver::Discard))?;
-        let tcp_seconds = runtime.block_on(raw_tcp(bytes, args.workers, Receiver::Keep))?;
+        let (ps_seconds, bytes) = runtime.block_on(through_ps(&job, args.steps, receiving.handle()))?;
+        let sink_seconds = runtime.block_on(raw_tcp(bytes, args.workers, Receiver::Discard, receiving.handle()))?;
+        let tcp_seconds = runtime.block_on(raw_tcp(bytes, args.workers, Receiver::Keep, receiving.handle()))?;
         let split = step_split(&job, &params)?;
         let gbps = |seconds: f64| bytes as f64 / seconds / 1e9;
         println!(
@@ -107,9 +111,12 @@ fn request<T>(msg: T, rank: usize, token: &str) -> tonic::Request<T> {
 
 /// Pushes `steps` steps from every worker concurrently through a real PS; returns the fastest
 /// step's wall time (all pushes of that step) and the bytes one step moves.
-async fn through_ps(job: &JobConfig, steps: u64) -> anyhow::Result<(f64, usize)> {
+async fn through_ps(job: &JobConfig, steps: u64, receiving: &tokio::runtime::Handle) -> anyhow::Result<(f64, usize)> {
     let tokens: Vec<String> = (0..job.scheme.workers).map(|i| format!("bench-token-{i}")).collect();
-    let ps = draco_ps::LoopbackPs::start(job.clone(), tokens.clone())?;
+    let ps = {
+        let _on = receiving.enter();
+        draco_ps::LoopbackPs::start(job.clone(), tokens.clone())?
+    };
     let grpc = ps.grpc;
     let connect = || async {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -119,47 +126,37 @@ async fn through_ps(job: &JobConfig, steps: u64) -> anyhow::Result<(f64, usize)>
                 .initial_connection_window_size(32 * 1024 * 1024)
                 .max_frame_size(draco_proto::MAX_FRAME);
             match endpoint.connect().await {
-                Ok(ch) => return anyhow::Ok(ParameterServerClient::new(ch).max_decoding_message_size(8 << 20)),
+                Ok(channel) => return anyhow::Ok(channel),
                 Err(e) if Instant::now() > deadline => return Err(e.into()),
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
     };
-    let mut clients = Vec::new();
+    let mut channels = Vec::new();
     for _ in 0..job.scheme.workers {
-        clients.push(connect().await?);
+        channels.push(connect().await?);
     }
+    let mut control = ParameterServerClient::new(channels[0].clone()).max_decoding_message_size(8 << 20);
     let layout = draco_model::initial_parameters(&draco_model::architecture(&job.model), [1, 28, 28], 10, 1).1;
-    let joined = clients[0]
+    let joined = control
         .join(request(JoinRequest { layout_digest: layout.digest(), param_count: layout.len() as u64 }, 0, &tokens[0]))
         .await?
         .into_inner();
     let n = joined.message_len as usize;
-    let payload: Vec<Bytes> = {
-        let values = vec![0.001f32; n];
-        values.chunks(draco_proto::CHUNK_VALUES).map(draco_proto::payload::f32s_to_bytes).collect()
-    };
+    // Converted once, outside the timing, as a worker's encode step would have.
+    let payload = draco_proto::payload::into_le_bytes(vec![0.001f32; n]);
     let mut best = f64::INFINITY;
     for step in 0..steps {
         let started = Instant::now();
         let mut pushes = Vec::new();
-        for (rank, client) in clients.iter().enumerate() {
-            let mut client = client.clone();
-            let chunks: Vec<GradientChunk> = payload
-                .iter()
-                .enumerate()
-                .map(|(i, data)| GradientChunk {
-                    incarnation: joined.incarnation.clone(),
-                    step,
-                    offset: (i * draco_proto::CHUNK_VALUES) as u64,
-                    total: n as u64,
-                    data: data.clone(),
-                    loss: 0.0,
-                })
-                .collect();
-            let token = tokens[rank].clone();
+        // Pushed exactly as a worker pushes (draco_proto::push), one connection per worker.
+        for (rank, channel) in channels.iter().enumerate() {
+            let mut channel = channel.clone();
+            let metadata = request((), rank, &tokens[rank]).metadata().clone();
+            let (incarnation, values) = (joined.incarnation.clone(), payload.clone());
             pushes.push(tokio::spawn(async move {
-                client.push_gradient(request(tokio_stream::iter(chunks), rank, &token)).await
+                let push = GradientPush { incarnation: &incarnation, step, loss: 0.0, values };
+                draco_proto::push::push_gradient(&mut channel, &metadata, &push).await
             }));
         }
         for p in pushes {
@@ -168,7 +165,7 @@ async fn through_ps(job: &JobConfig, steps: u64) -> anyhow::Result<(f64, usize)>
         best = best.min(started.elapsed().as_secs_f64());
         // Wait for the PS to finish the step before timing the next one.
         let mut next =
-            clients[0].fetch_parameters(request(FetchRequest { step: step + 1 }, 0, &tokens[0])).await?.into_inner();
+            control.fetch_parameters(request(FetchRequest { step: step + 1 }, 0, &tokens[0])).await?.into_inner();
         while next.message().await?.is_some() {}
     }
     ps.stop().await;
@@ -186,11 +183,18 @@ enum Receiver {
 }
 
 /// The same bytes over plain TCP on loopback, one connection per worker, fastest of 5.
-async fn raw_tcp(bytes: usize, workers: usize, receiver: Receiver) -> anyhow::Result<f64> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+async fn raw_tcp(
+    bytes: usize,
+    workers: usize,
+    receiver: Receiver,
+    receiving: &tokio::runtime::Handle,
+) -> anyhow::Result<f64> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let per_worker = bytes / workers;
-    let sink = tokio::spawn(async move {
+    let sink = receiving.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("a listener on this runtime");
         loop {
             let Ok((mut socket, _)) = listener.accept().await else { break };
             tokio::spawn(async move {

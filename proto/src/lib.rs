@@ -2,6 +2,7 @@
 //! messages (`payload`).
 
 pub mod payload;
+pub mod push;
 
 #[allow(clippy::all)]
 pub mod v1 {

@@ -3,14 +3,20 @@
 //! step), checking sizes and chunk offsets before allocating. Every rejection is a clear
 //! status naming expected vs received, and a counted reason; the server keeps serving.
 
+use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use draco_proto::v1::parameter_server_server::ParameterServer;
+use draco_proto::push::{ChunkReader, PUSH_GRADIENT_PATH, ReadError};
+use draco_proto::v1::parameter_server_server::{ParameterServer, ParameterServerServer};
 use draco_proto::v1::{FetchRequest, GradientChunk, JoinReply, JoinRequest, ParameterChunk, PushReply};
 use draco_proto::{AUTH_HEADER, CHUNK_VALUES, RANK_HEADER};
 use futures::{Stream, StreamExt};
+use tonic::body::Body;
+use tonic::metadata::MetadataMap;
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::Shared;
@@ -85,8 +91,7 @@ impl Service {
     }
 
     /// The caller's rank, if its token matches that rank's.
-    fn authenticate<T>(&self, request: &Request<T>) -> Result<usize, Status> {
-        let meta = request.metadata();
+    fn authenticate(&self, meta: &MetadataMap) -> Result<usize, Status> {
         let rank_text = meta.get(RANK_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
         let workers = self.shared.tokens.len();
         let rank: usize = rank_text.parse().map_err(|_| {
@@ -122,7 +127,7 @@ type ChunkStream = Pin<Box<dyn Stream<Item = Result<ParameterChunk, Status>> + S
 #[tonic::async_trait]
 impl ParameterServer for Service {
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
-        let rank = self.authenticate(&request)?;
+        let rank = self.authenticate(request.metadata())?;
         let req = request.into_inner();
         let s = &self.shared;
         if req.layout_digest != s.layout_digest || req.param_count != s.param_count as u64 {
@@ -149,7 +154,7 @@ impl ParameterServer for Service {
     type FetchParametersStream = ChunkStream;
 
     async fn fetch_parameters(&self, request: Request<FetchRequest>) -> Result<Response<ChunkStream>, Status> {
-        self.authenticate(&request)?;
+        self.authenticate(request.metadata())?;
         let wanted = request.into_inner().step;
         let mut rx = self.shared.published.subscribe();
         // Long-poll: wait while the PS is still on an earlier step.
@@ -192,9 +197,20 @@ impl ParameterServer for Service {
     }
 
     async fn push_gradient(&self, request: Request<Streaming<GradientChunk>>) -> Result<Response<PushReply>, Status> {
-        let rank = self.authenticate(&request)?;
+        let rank = self.authenticate(request.metadata())?;
+        self.receive(rank, request.into_inner()).await.map(Response::new)
+    }
+}
+
+impl Service {
+    /// One coded gradient from `rank`, chunk by chunk: every check happens before the buffer
+    /// is allocated or a chunk is copied into it.
+    async fn receive(
+        &self,
+        rank: usize,
+        mut stream: impl Stream<Item = Result<GradientChunk, Status>> + Unpin,
+    ) -> Result<PushReply, Status> {
         let s = &self.shared;
-        let mut stream = request.into_inner();
         let first = match stream.next().await {
             Some(Ok(chunk)) => chunk,
             Some(Err(status)) => return Err(status),
@@ -221,8 +237,10 @@ impl ParameterServer for Service {
                 format!("rank {rank} declared {} values for step {step}, expected {}", first.total, s.message_len),
             ));
         }
-        // Sizes checked: now the buffer may be allocated.
-        let mut message: Vec<f32> = Vec::with_capacity(s.message_len);
+        // Sizes checked: now a buffer may be taken. Its old contents are all overwritten below
+        // before it is stored (anything short of the full length is refused).
+        let mut message = s.message_buffer();
+        let mut filled = 0;
         let mut loss = first.loss;
         let mut next = Some(first);
         while let Some(chunk) = next.take() {
@@ -232,17 +250,16 @@ impl ParameterServer for Service {
                     format!("rank {rank}: a chunk changed step, total or incarnation mid-stream"),
                 ));
             }
-            if chunk.offset != message.len() as u64 {
+            if chunk.offset != filled as u64 {
                 return Err(self.reject(
                     Rejection::BadChunk,
                     format!(
-                        "rank {rank}: chunk at offset {} but {} values received so far (overlap or gap)",
-                        chunk.offset,
-                        message.len()
+                        "rank {rank}: chunk at offset {} but {filled} values received so far (overlap or gap)",
+                        chunk.offset
                     ),
                 ));
             }
-            if chunk.data.len() % 4 != 0 || message.len() + chunk.data.len() / 4 > s.message_len {
+            if chunk.data.len() % 4 != 0 || filled + chunk.data.len() / 4 > s.message_len {
                 return Err(self.reject(
                     Rejection::BadChunk,
                     format!(
@@ -253,7 +270,9 @@ impl ParameterServer for Service {
                     ),
                 ));
             }
-            draco_proto::payload::extend_f32s(&mut message, &chunk.data);
+            let values = chunk.data.len() / 4;
+            draco_proto::payload::copy_f32s(&mut message[filled..filled + values], &chunk.data);
+            filled += values;
             if chunk.loss != 0.0 {
                 loss = chunk.loss;
             }
@@ -263,10 +282,10 @@ impl ParameterServer for Service {
                 None => None,
             };
         }
-        if message.len() != s.message_len {
+        if filled != s.message_len {
             return Err(self.reject(
                 Rejection::WrongLength,
-                format!("rank {rank} sent {} values for step {step}, expected {}", message.len(), s.message_len),
+                format!("rank {rank} sent {filled} values for step {step}, expected {}", s.message_len),
             ));
         }
         let bytes = message.len() * 4;
@@ -287,14 +306,12 @@ impl ParameterServer for Service {
         s.metrics.gradient_bytes.inc_by(bytes as u64);
         s.metrics.messages.with_label_values(&[&rank.to_string()]).inc();
         s.arrivals.notify_one();
-        Ok(Response::new(PushReply { step, decoded: decoded_before }))
+        Ok(PushReply { step, decoded: decoded_before })
     }
-}
 
-impl Service {
     /// A vector for a recently decoded step: not needed for the sum, but its sender still gets
     /// a verdict (coding.md §5). Anything older than `LATE_ROUNDS` is stale.
-    fn judge_late(&self, rank: usize, step: u64, message: Vec<f32>) -> Result<Response<PushReply>, Status> {
+    fn judge_late(&self, rank: usize, step: u64, message: Vec<f32>) -> Result<PushReply, Status> {
         let s = &self.shared;
         let verdict = {
             let mut previous = s.previous.lock().expect("previous round lock");
@@ -316,7 +333,7 @@ impl Service {
             s.metrics.suspects.with_label_values(&[&rank.to_string(), reason.as_str()]).inc();
             s.status.lock().expect("status lock").name_suspect(step, rank, reason.as_str());
         }
-        Ok(Response::new(PushReply { step, decoded: true }))
+        Ok(PushReply { step, decoded: true })
     }
 
     /// Refuses, before the body is read, anything but the step being gathered or (to be judged
@@ -345,6 +362,74 @@ impl Service {
                 Rejection::FutureStep,
                 format!("rank {rank} pushed step {step}, the PS is gathering step {current}"),
             )
+        }
+    }
+}
+
+/// The PS's gRPC routes: `PushGradient` is read straight from the HTTP/2 frames
+/// ([`draco_proto::push`]: no codec copies of the gradient), every other method goes to
+/// tonic's generated server. Both share one [`Service`].
+#[derive(Clone)]
+pub struct Routes {
+    service: Arc<Service>,
+    generated: ParameterServerServer<Service>,
+    max_message: usize,
+}
+
+impl Routes {
+    /// Routes to `service`, accepting gRPC messages up to `max_message` bytes.
+    pub fn new(service: Service, max_message: usize) -> Routes {
+        let service = Arc::new(service);
+        let generated = ParameterServerServer::from_arc(service.clone())
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message);
+        Routes { service, generated, max_message }
+    }
+}
+
+impl NamedService for Routes {
+    const NAME: &'static str = <ParameterServerServer<Service> as NamedService>::NAME;
+}
+
+impl tower_service::Service<http::Request<Body>> for Routes {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if request.uri().path() == PUSH_GRADIENT_PATH {
+            let (service, max_message) = (self.service.clone(), self.max_message);
+            Box::pin(async move { Ok(service.push_from_frames(request, max_message).await) })
+        } else {
+            Box::pin(self.generated.call(request))
+        }
+    }
+}
+
+impl Service {
+    /// `PushGradient` as it arrives off the wire: same checks, statuses and counts as the
+    /// generated path, and a malformed framing is one more counted `bad_chunk`.
+    async fn push_from_frames(&self, request: http::Request<Body>, max_message: usize) -> http::Response<Body> {
+        let (parts, body) = request.into_parts();
+        let received = match self.authenticate(&MetadataMap::from_headers(parts.headers)) {
+            Ok(rank) => {
+                let chunks = ChunkReader::new(body, max_message).map(|r| {
+                    r.map_err(|e| match e {
+                        ReadError::Malformed(why) => self.reject(Rejection::BadChunk, format!("rank {rank}: {why}")),
+                        ReadError::Transport(status) => status,
+                    })
+                });
+                self.receive(rank, chunks).await
+            }
+            Err(status) => Err(status),
+        };
+        match received {
+            Ok(reply) => draco_proto::push::reply_response(&reply),
+            Err(status) => status.into_http(),
         }
     }
 }

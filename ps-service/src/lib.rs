@@ -20,7 +20,6 @@ use draco_core::job::JobConfig;
 use draco_core::optimizer::Optimizer;
 use draco_core::{Outcome, StepVerdict, WorkerVerdict};
 use draco_model::{Evaluator, Split};
-use draco_proto::v1::parameter_server_server::ParameterServerServer;
 use tokio::sync::{Notify, watch};
 
 use checkpoint::Checkpoint;
@@ -70,6 +69,25 @@ pub struct Shared {
     pub arrivals: Notify,
     pub status: Mutex<Status>,
     pub ready: AtomicBool,
+    /// Message buffers of evicted rounds, reused for new messages: a fresh buffer costs a page
+    /// fault per 4 KiB (or a memset) before the first byte lands, more than copying into it.
+    spare_buffers: Mutex<Vec<Vec<f32>>>,
+}
+
+impl Shared {
+    /// A buffer of `message_len` values whose contents are arbitrary: the caller overwrites
+    /// every value before the message is used (a push that fills less is refused).
+    pub(crate) fn message_buffer(&self) -> Vec<f32> {
+        let spare = self.spare_buffers.lock().expect("spare buffers lock").pop();
+        spare.unwrap_or_else(|| vec![0.0; self.message_len])
+    }
+
+    /// Keeps up to two rounds' worth of `buffers` for later messages.
+    fn recycle(&self, buffers: impl Iterator<Item = Vec<f32>>) {
+        let mut spare = self.spare_buffers.lock().expect("spare buffers lock");
+        let room = (2 * self.tokens.len()).saturating_sub(spare.len());
+        spare.extend(buffers.filter(|b| b.len() == self.message_len).take(room));
+    }
 }
 
 /// Runs the PS until the job's last step is done (then lingers) or `shutdown` resolves.
@@ -158,6 +176,7 @@ pub async fn run(
         arrivals: Notify::new(),
         status: Mutex::new(status),
         ready: AtomicBool::new(false),
+        spare_buffers: Mutex::new(Vec::new()),
     });
 
     let grpc_listener = tokio::net::TcpListener::bind(opts.grpc_addr)
@@ -168,9 +187,7 @@ pub async fn run(
         .with_context(|| format!("binding HTTP on {}", opts.http_addr))?;
     tracing::info!(grpc = %grpc_listener.local_addr()?, http = %http_listener.local_addr()?, "parameter server listening");
     let (stop_tx, stop_rx) = watch::channel(false);
-    let service = ParameterServerServer::new(ingest::Service { shared: shared.clone() })
-        .max_decoding_message_size(MAX_GRPC_MESSAGE)
-        .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    let service = ingest::Routes::new(ingest::Service { shared: shared.clone() }, MAX_GRPC_MESSAGE);
     let mut grpc_stop = stop_rx.clone();
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
@@ -310,8 +327,10 @@ impl StepLoop<'_> {
             {
                 let mut previous = shared.previous.lock().expect("previous round lock");
                 previous.push_back(closed);
-                if previous.len() > LATE_ROUNDS {
-                    previous.pop_front();
+                if previous.len() > LATE_ROUNDS
+                    && let Some(evicted) = previous.pop_front()
+                {
+                    shared.recycle(evicted.into_buffers());
                 }
             }
             let train_loss = self.train_loss(&outcome, &losses);
@@ -406,11 +425,11 @@ impl StepLoop<'_> {
     /// Decodes the current round's messages on a blocking thread.
     async fn decode(&self) -> Outcome<f32> {
         // A snapshot of pointers: vectors arriving meanwhile go into the round, not this decode.
-        let messages: Vec<Option<Arc<[f32]>>> = self.shared.round.lock().expect("round lock").messages.clone();
+        let messages: Vec<Option<Arc<Vec<f32>>>> = self.shared.round.lock().expect("round lock").messages.clone();
         let decoder = self.decoder.clone();
         let t = Instant::now();
         let outcome = tokio::task::spawn_blocking(move || {
-            let slots: Vec<Option<&[f32]>> = messages.iter().map(|m| m.as_deref()).collect();
+            let slots: Vec<Option<&[f32]>> = messages.iter().map(|m| m.as_deref().map(Vec::as_slice)).collect();
             decoder.decode(&slots)
         })
         .await

@@ -12,8 +12,9 @@ use draco_core::scheme::{CodeKind, Scheme};
 
 pub struct Round {
     pub step: u64,
-    /// Shared so the decoder can take a snapshot without copying the vectors.
-    pub messages: Vec<Option<Arc<[f32]>>>,
+    /// Shared so the decoder can take a snapshot without copying the vectors (an `Arc<Vec>`,
+    /// not `Arc<[f32]>`, whose construction from a Vec copies it).
+    pub messages: Vec<Option<Arc<Vec<f32>>>>,
     /// Losses the workers reported with their messages.
     pub losses: Vec<Option<f32>>,
     tally: Option<Tally>,
@@ -48,12 +49,12 @@ impl Round {
 
     /// Stores worker `rank`'s message (the caller checked it is the first for this step).
     pub fn insert(&mut self, rank: usize, message: Vec<f32>, loss: f32) {
-        self.messages[rank] = Some(Arc::from(message));
+        self.messages[rank] = Some(Arc::new(message));
         self.losses[rank] = Some(loss);
         if let Some(tally) = &mut self.tally {
             let messages = &self.messages;
             let msg = messages[rank].as_deref().expect("just stored");
-            tally.offer(rank, msg, |k| messages[k].as_deref().unwrap_or_default());
+            tally.offer(rank, msg, |k| messages[k].as_deref().map(Vec::as_slice).unwrap_or_default());
         }
     }
 
@@ -78,6 +79,11 @@ impl Round {
         self.tally.as_ref()?;
         self.insert(rank, message, 0.0);
         self.verdict_of(rank)
+    }
+
+    /// The round's vectors that nothing else holds any more, for the next rounds to reuse.
+    pub fn into_buffers(self) -> impl Iterator<Item = Vec<f32>> {
+        self.messages.into_iter().flatten().filter_map(|m| Arc::try_unwrap(m).ok())
     }
 
     /// The verdict on `rank`'s stored vector against its group's winner (repetition only).

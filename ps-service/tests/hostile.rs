@@ -8,6 +8,7 @@ use std::time::Duration;
 use draco_core::job::JobConfig;
 use draco_proto::v1::parameter_server_client::ParameterServerClient;
 use draco_proto::v1::{FetchRequest, GradientChunk, JoinRequest};
+use prost::Message;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -181,6 +182,27 @@ async fn hostile_requests_are_refused_and_counted_while_the_ps_keeps_serving() {
         "stale_step",
     );
 
+    // Framing no gRPC library would send, straight onto the wire: refused, counted, still serving.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}")).unwrap().connect().await.unwrap();
+    let header = request((), "0", "aaaa").metadata().clone();
+    let framed = |flag: u8, declared: u32, body: &[u8]| {
+        let mut wire = vec![flag];
+        wire.extend_from_slice(&declared.to_be_bytes());
+        wire.extend_from_slice(body);
+        vec![bytes::Bytes::from(wire)]
+    };
+    let whole = chunk(&inc, 5, 0, n, &good).encode_to_vec();
+    for (frames, why) in [
+        (framed(1, whole.len() as u32, &whole), "compressed messages (flag 1)"),
+        (framed(0, u32::MAX, &whole[..16]), "4294967295 bytes is over the 4194304-byte limit"),
+        (framed(0, whole.len() as u32, &whole[..whole.len() - 5]), "ended inside a message"),
+        (framed(0, 3, &[0xff, 0xff, 0xff]), "does not decode"),
+    ] {
+        let refused = draco_proto::push::push_frames(&mut channel.clone(), &header, frames).await.map(|_| ());
+        expect(refused, Code::InvalidArgument, why);
+    }
+    push(&mut client, "0", "aaaa", vec![chunk(&inc, 5, 0, n, &good)]).await.expect("still serving");
+
     let text = metrics(http).await;
     for (reason, at_least) in [
         ("unauthenticated", 3.0),
@@ -189,7 +211,7 @@ async fn hostile_requests_are_refused_and_counted_while_the_ps_keeps_serving() {
         ("wrong_incarnation", 1.0),
         ("future_step", 1.0),
         ("wrong_length", 3.0),
-        ("bad_chunk", 4.0),
+        ("bad_chunk", 8.0),
         ("empty_stream", 1.0),
         ("duplicate", 2.0),
         ("stale_step", 1.0),

@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use draco_core::job::JobConfig;
 use draco_model::Split;
+use draco_proto::push::GradientPush;
 use draco_proto::v1::parameter_server_client::ParameterServerClient;
 use draco_proto::v1::{FetchRequest, JoinRequest};
 use draco_proto::{AUTH_HEADER, RANK_HEADER};
 use tonic::Code;
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
@@ -51,17 +52,23 @@ pub struct Credentials {
     bearer: MetadataValue<tonic::metadata::Ascii>,
 }
 
+impl Credentials {
+    fn add_to(&self, metadata: &mut MetadataMap) {
+        metadata.insert(RANK_HEADER, self.rank.clone());
+        metadata.insert(AUTH_HEADER, self.bearer.clone());
+    }
+}
+
 impl tonic::service::Interceptor for Credentials {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert(RANK_HEADER, self.rank.clone());
-        request.metadata_mut().insert(AUTH_HEADER, self.bearer.clone());
+        self.add_to(request.metadata_mut());
         Ok(request)
     }
 }
 
 const MAX_GRPC_MESSAGE: usize = 4 * 1024 * 1024;
 
-async fn connect(opts: &WorkerOptions, credentials: &Credentials) -> anyhow::Result<Client> {
+async fn connect(opts: &WorkerOptions) -> anyhow::Result<Channel> {
     let endpoint = Endpoint::from_shared(opts.ps_addr.clone())
         .with_context(|| format!("DRACO_PS_ADDR: {:?} is not a URL like http://host:port", opts.ps_addr))?
         .initial_stream_window_size(16 * 1024 * 1024)
@@ -72,11 +79,7 @@ async fn connect(opts: &WorkerOptions, credentials: &Credentials) -> anyhow::Res
     let mut backoff = Duration::from_millis(100);
     loop {
         match endpoint.connect().await {
-            Ok(channel) => {
-                return Ok(ParameterServerClient::with_interceptor(channel, credentials.clone())
-                    .max_decoding_message_size(MAX_GRPC_MESSAGE)
-                    .max_encoding_message_size(MAX_GRPC_MESSAGE));
-            }
+            Ok(channel) => return Ok(channel),
             Err(e) if started.elapsed() < opts.connect_deadline => {
                 tracing::debug!("PS not reachable yet ({e}); retrying in {backoff:?}");
                 tokio::time::sleep(backoff).await;
@@ -106,6 +109,8 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<WorkerSummary> {
         rank: rank.to_string().parse().context("rank as metadata")?,
         bearer: format!("Bearer {}", opts.token).parse().context("DRACO_TOKEN must be printable ASCII")?,
     };
+    let mut metadata = MetadataMap::new();
+    credentials.add_to(&mut metadata);
     let metrics = Arc::new(WorkerMetrics::new());
     if let Some(addr) = opts.metrics_addr {
         let m = metrics.clone();
@@ -116,7 +121,12 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<WorkerSummary> {
     let mut summary = WorkerSummary::default();
     let data = Arc::new(data);
     'session: loop {
-        let mut client = connect(&opts, &credentials).await?;
+        // Gradients go out by draco_proto::push (no codec copies), everything else by the
+        // generated client; both over the same connection.
+        let mut channel = connect(&opts).await?;
+        let mut client = ParameterServerClient::with_interceptor(channel.clone(), credentials.clone())
+            .max_decoding_message_size(MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE);
         let joined = match client.join(JoinRequest { layout_digest, param_count }).await {
             Ok(r) => r.into_inner(),
             Err(s) if is_transient(&s) => {
@@ -163,12 +173,16 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<WorkerSummary> {
             builder = returned;
             let build_seconds = build_started.elapsed().as_secs_f64();
             phase("compute", (build_seconds - message.encode_seconds).max(0.0));
-            let encode_started = Instant::now();
-            let chunks =
-                draco_proto::payload::gradient_chunks(&joined.incarnation, step, &message.values, message.loss);
-            phase("encode", message.encode_seconds + encode_started.elapsed().as_secs_f64());
+            phase("encode", message.encode_seconds);
+            let sent_bytes = message.values.len() as u64 * 4;
+            let push = GradientPush {
+                incarnation: &joined.incarnation,
+                step,
+                loss: message.loss,
+                values: draco_proto::payload::into_le_bytes(message.values),
+            };
             let send_started = Instant::now();
-            let sent = client.push_gradient(tokio_stream::iter(chunks)).await.map(|_| ());
+            let sent = draco_proto::push::push_gradient(&mut channel, &metadata, &push).await.map(|_| ());
             phase("send", send_started.elapsed().as_secs_f64());
             match sent {
                 Ok(()) => {
@@ -176,7 +190,7 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<WorkerSummary> {
                     summary.forged += u64::from(message.forged);
                     metrics.step.set(step as i64);
                     metrics.sent_messages.inc();
-                    metrics.sent_bytes.inc_by(message.values.len() as u64 * 4);
+                    metrics.sent_bytes.inc_by(sent_bytes);
                     metrics.forged_messages.inc_by(u64::from(message.forged));
                     metrics.train_loss.set(f64::from(message.loss));
                 }
