@@ -30,6 +30,8 @@ pub const PUSH_GRADIENT_PATH: &str = "/draco.v1.ParameterServer/PushGradient";
 const PREFIX: usize = 5;
 /// `data` is field 5, length-delimited.
 const DATA_FIELD: u32 = 5;
+/// Received frames smaller than this are gathered into one segment rather than queued alone.
+const COALESCE_BELOW: usize = 64 * 1024;
 
 /// One coded gradient ready to send: its values as little-endian f32 bytes, cut into chunks
 /// at send time without copying.
@@ -126,7 +128,11 @@ pub fn reply_response(reply: &PushReply) -> http::Response<Body> {
 }
 
 /// The reply of a unary-response call: a trailers-only error, or one message then trailers.
+/// Statuses follow gRPC's HTTP mapping, as tonic's client does, so callers classify them the
+/// same way (e.g. a reply cut off by a proxy is `Unknown`, a 503 `Unavailable`).
 async fn read_reply(response: http::Response<Body>) -> Result<PushReply, Status> {
+    /// A PushReply is a few bytes; anything much larger is not one.
+    const MAX_REPLY: usize = 64 * 1024;
     let (parts, mut body) = response.into_parts();
     if let Some(status) = Status::from_header_map(&parts.headers)
         && status.code() != tonic::Code::Ok
@@ -134,12 +140,15 @@ async fn read_reply(response: http::Response<Body>) -> Result<PushReply, Status>
         return Err(status);
     }
     if parts.status != http::StatusCode::OK {
-        return Err(Status::unknown(format!("the PS answered HTTP {} instead of gRPC", parts.status)));
+        return Err(status_of_http(parts.status));
     }
     let mut data = BytesMut::new();
     let mut trailers = None;
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
         match frame?.into_data() {
+            Ok(chunk) if data.len() + chunk.len() > MAX_REPLY => {
+                return Err(Status::internal(format!("the PS's reply is over {MAX_REPLY} bytes")));
+            }
             Ok(chunk) => data.put(chunk),
             Err(frame) => trailers = frame.into_trailers().ok(),
         }
@@ -147,15 +156,31 @@ async fn read_reply(response: http::Response<Body>) -> Result<PushReply, Status>
     let status = trailers
         .as_ref()
         .and_then(Status::from_header_map)
-        .unwrap_or_else(|| Status::internal("the PS's reply ended without a grpc-status"));
+        .unwrap_or_else(|| Status::unknown("the PS's reply ended without a grpc-status (cut off on the way?)"));
     if status.code() != tonic::Code::Ok {
         return Err(status);
     }
-    if data.len() < PREFIX || data[0] != 0 {
-        return Err(Status::internal("the PS's reply is not one uncompressed gRPC message"));
+    let declared = data.get(1..PREFIX).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    if data.first() != Some(&0) || declared != Some(data.len() - PREFIX) {
+        return Err(Status::internal("the PS's reply is not exactly one uncompressed gRPC message"));
     }
     data.advance(PREFIX);
     PushReply::decode(data).map_err(|e| Status::internal(format!("the PS's reply does not decode: {e}")))
+}
+
+/// gRPC's mapping of an HTTP status that came without a gRPC status
+/// (<https://github.com/grpc/grpc/blob/master/doc/http-grpc-status-mapping.md>).
+fn status_of_http(http_status: http::StatusCode) -> Status {
+    use http::StatusCode as H;
+    let code = match http_status {
+        H::BAD_REQUEST => tonic::Code::Internal,
+        H::UNAUTHORIZED => tonic::Code::Unauthenticated,
+        H::FORBIDDEN => tonic::Code::PermissionDenied,
+        H::NOT_FOUND => tonic::Code::Unimplemented,
+        H::TOO_MANY_REQUESTS | H::BAD_GATEWAY | H::SERVICE_UNAVAILABLE | H::GATEWAY_TIMEOUT => tonic::Code::Unavailable,
+        _ => tonic::Code::Unknown,
+    };
+    Status::new(code, format!("the PS answered HTTP {http_status} without a gRPC status"))
 }
 
 /// Why a request body could not be read as gradient chunks.
@@ -184,6 +209,28 @@ pub struct ChunkReader {
 impl ChunkReader {
     pub fn new(body: Body, max_message: usize) -> ChunkReader {
         ChunkReader { body, pending: VecDeque::new(), pending_len: 0, max_message, ended: false, failed: false }
+    }
+
+    /// Queues a received frame. Large frames are kept as they are (the payload path: no copy);
+    /// small ones are appended to a small last segment, so a sender of tiny frames cannot make
+    /// the queue hold one entry (and maybe one whole receive buffer) per few bytes.
+    fn queue(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        self.pending_len += data.len();
+        if data.len() < COALESCE_BELOW
+            && let Some(last) = self.pending.back_mut()
+            && last.len() < COALESCE_BELOW
+        {
+            // Our own appended segments are unique and reopen without a copy; a slice of
+            // HTTP/2's buffer is copied once (it is small).
+            let mut merged = std::mem::take(last).try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+            merged.extend_from_slice(&data);
+            *last = merged.freeze();
+            return;
+        }
+        self.pending.push_back(data);
     }
 
     /// The next whole message, if it has arrived.
@@ -254,11 +301,8 @@ impl ChunkReader {
             }
             match std::task::ready!(Pin::new(&mut this.body).poll_frame(cx)) {
                 Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data()
-                        && !data.is_empty()
-                    {
-                        this.pending_len += data.len();
-                        this.pending.push_back(data);
+                    if let Ok(data) = frame.into_data() {
+                        this.queue(data);
                     }
                 }
                 Some(Err(status)) => return Poll::Ready(Some(Err(ReadError::Transport(status)))),
@@ -433,6 +477,68 @@ mod tests {
         let got = read_all(body_of(&garbage, 64), 1024).await;
         assert!(got[0].as_ref().unwrap_err().contains("does not decode"), "{got:?}");
         assert!(read_all(body_of(&[], 64), 1024).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn payloads_are_slices_of_the_received_frame_not_copies() {
+        let push = GradientPush { incarnation: "inc", step: 1, loss: 0.0, values: into_le_bytes(values(1000)) };
+        let wire = Bytes::from(push.frames().iter().flat_map(|b| b.to_vec()).collect::<Vec<u8>>());
+        let range = wire.as_ptr() as usize..wire.as_ptr() as usize + wire.len();
+        let body = Body::new(http_body_util::StreamBody::new(futures::stream::iter([Ok::<_, Status>(Frame::data(
+            wire.clone(),
+        ))])));
+        let chunks = read_all(body, 1 << 20).await;
+        let data = &chunks[0].as_ref().unwrap().data;
+        assert_eq!(data.len(), 4000);
+        assert!(range.contains(&(data.as_ptr() as usize)), "the payload was copied out of the frame");
+    }
+
+    #[test]
+    fn tiny_frames_do_not_grow_the_queue_entry_by_entry() {
+        let mut reader = ChunkReader::new(Body::empty(), 4 << 20);
+        for i in 0..200_000u32 {
+            reader.queue(Bytes::copy_from_slice(&[i as u8]));
+        }
+        assert_eq!(reader.pending_len, 200_000);
+        assert!(reader.pending.len() <= 4, "{} entries", reader.pending.len());
+        // Large frames stay whole (the payload path), small ones after them start a new segment.
+        reader.queue(Bytes::from(vec![1u8; 1 << 20]));
+        reader.queue(Bytes::from_static(b"xy"));
+        let sizes: Vec<usize> = reader.pending.iter().rev().take(2).map(Bytes::len).collect();
+        assert_eq!(sizes, [2, 1 << 20]);
+        let all: Vec<u8> = reader.pending.iter().flat_map(|b| b.to_vec()).collect();
+        assert_eq!(all[..3], [0, 1, 2]);
+        assert_eq!(all[199_999], (199_999u32 % 256) as u8);
+    }
+
+    fn reply(status: u16, body: Vec<Frame<Bytes>>) -> http::Response<Body> {
+        let frames = body.into_iter().map(Ok::<_, Status>);
+        let mut r = http::Response::new(Body::new(http_body_util::StreamBody::new(futures::stream::iter(frames))));
+        *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        r
+    }
+
+    #[tokio::test]
+    async fn replies_map_to_the_statuses_a_grpc_client_would_give() {
+        let ok = reply_response(&PushReply { step: 4, decoded: true });
+        assert_eq!(read_reply(ok).await.unwrap(), PushReply { step: 4, decoded: true });
+        // Cut off before the trailers: Unknown (transient for the worker), as tonic says.
+        let mut message = vec![0u8, 0, 0, 0, 2];
+        PushReply { step: 4, decoded: false }.encode(&mut message).unwrap();
+        message[4] = (message.len() - 5) as u8;
+        let cut = reply(200, vec![Frame::data(Bytes::from(message.clone()))]);
+        assert_eq!(read_reply(cut).await.unwrap_err().code(), tonic::Code::Unknown);
+        for (http_status, code) in
+            [(503, tonic::Code::Unavailable), (404, tonic::Code::Unimplemented), (500, tonic::Code::Unknown)]
+        {
+            assert_eq!(read_reply(reply(http_status, vec![])).await.unwrap_err().code(), code, "HTTP {http_status}");
+        }
+        // Two messages where one is expected: refused, not read as one.
+        let mut ok_trailers = http::HeaderMap::new();
+        ok_trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let twice = [message.clone(), message].concat();
+        let doubled = reply(200, vec![Frame::data(Bytes::from(twice)), Frame::trailers(ok_trailers)]);
+        assert!(read_reply(doubled).await.unwrap_err().message().contains("not exactly one"));
     }
 
     /// tonic's generated server on a real socket, recording what it received.

@@ -271,7 +271,7 @@ impl Service {
                 ));
             }
             let values = chunk.data.len() / 4;
-            draco_proto::payload::copy_f32s(&mut message[filled..filled + values], &chunk.data);
+            draco_proto::payload::copy_f32s(&mut message.values_mut()[filled..filled + values], &chunk.data);
             filled += values;
             if chunk.loss != 0.0 {
                 loss = chunk.loss;
@@ -288,20 +288,20 @@ impl Service {
                 format!("rank {rank} sent {filled} values for step {step}, expected {}", s.message_len),
             ));
         }
-        let bytes = message.len() * 4;
+        let bytes = s.message_len * 4;
         let decoded_before = s.published.borrow().step > step;
         {
             let mut round = s.round.lock().expect("round lock");
             if round.step != step {
                 drop(round);
-                return self.judge_late(rank, step, message);
+                return self.judge_late(rank, step, message.keep());
             }
             if round.has(rank) {
                 return Err(
                     self.reject(Rejection::Duplicate, format!("rank {rank} already contributed to step {step}"))
                 );
             }
-            round.insert(rank, message, loss);
+            round.insert(rank, message.keep(), loss);
         }
         s.metrics.gradient_bytes.inc_by(bytes as u64);
         s.metrics.messages.with_label_values(&[&rank.to_string()]).inc();
@@ -411,8 +411,10 @@ impl tower_service::Service<http::Request<Body>> for Routes {
 }
 
 impl Service {
-    /// `PushGradient` as it arrives off the wire: same checks, statuses and counts as the
-    /// generated path, and a malformed framing is one more counted `bad_chunk`.
+    /// `PushGradient` as it arrives off the wire: the same checks, statuses and counts as the
+    /// generated path for everything inside the messages. Broken framing (compressed, over
+    /// the size limit, cut off, undecodable) is refused as a counted `bad_chunk`
+    /// (InvalidArgument), where tonic's codec answered OutOfRange or Internal, uncounted.
     async fn push_from_frames(&self, request: http::Request<Body>, max_message: usize) -> http::Response<Body> {
         let (parts, body) = request.into_parts();
         let received = match self.authenticate(&MetadataMap::from_headers(parts.headers)) {

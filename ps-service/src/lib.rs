@@ -76,17 +76,44 @@ pub struct Shared {
 
 impl Shared {
     /// A buffer of `message_len` values whose contents are arbitrary: the caller overwrites
-    /// every value before the message is used (a push that fills less is refused).
-    pub(crate) fn message_buffer(&self) -> Vec<f32> {
+    /// every value before the message is used (a push that fills less is refused). Unless
+    /// kept, it goes back to the spares when dropped (a refused push costs no allocation).
+    pub(crate) fn message_buffer(&self) -> MessageBuffer<'_> {
         let spare = self.spare_buffers.lock().expect("spare buffers lock").pop();
-        spare.unwrap_or_else(|| vec![0.0; self.message_len])
+        MessageBuffer { shared: self, values: spare.unwrap_or_else(|| vec![0.0; self.message_len]) }
     }
 
-    /// Keeps up to two rounds' worth of `buffers` for later messages.
+    /// Keeps up to one round's worth of `buffers` for later messages: a step evicts one round
+    /// and the next gathers one, so more would only hold memory.
     fn recycle(&self, buffers: impl Iterator<Item = Vec<f32>>) {
         let mut spare = self.spare_buffers.lock().expect("spare buffers lock");
-        let room = (2 * self.tokens.len()).saturating_sub(spare.len());
+        let room = self.tokens.len().saturating_sub(spare.len());
         spare.extend(buffers.filter(|b| b.len() == self.message_len).take(room));
+    }
+}
+
+/// A message buffer on loan from [`Shared`]'s spares.
+pub(crate) struct MessageBuffer<'a> {
+    shared: &'a Shared,
+    values: Vec<f32>,
+}
+
+impl MessageBuffer<'_> {
+    pub(crate) fn values_mut(&mut self) -> &mut [f32] {
+        &mut self.values
+    }
+
+    /// The buffer, no longer returned on drop.
+    pub(crate) fn keep(mut self) -> Vec<f32> {
+        std::mem::take(&mut self.values)
+    }
+}
+
+impl Drop for MessageBuffer<'_> {
+    fn drop(&mut self) {
+        if !self.values.is_empty() {
+            self.shared.recycle(std::iter::once(std::mem::take(&mut self.values)));
+        }
     }
 }
 
