@@ -219,19 +219,36 @@ fn start(dir: &Path, yaml: &str) -> (std::process::Child, u16) {
     (child, port)
 }
 
-fn status_step(port: u16) -> Option<u64> {
+/// The PS's `/status`, if it answers.
+fn status(port: u16) -> Option<Value> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.write_all(b"GET /status HTTP/1.0\r\n\r\n").ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
-    let json: Value = serde_json::from_str(body.split("\r\n\r\n").nth(1)?).ok()?;
-    json["step"].as_u64()
+    serde_json::from_str(body.split("\r\n\r\n").nth(1)?).ok()
 }
 
-fn kill9(pid_file: &Path) {
+/// Polls the PS's `/status` until `done` holds for it (two minutes at most).
+fn wait_until(port: u16, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(st) = status(port).filter(|st| done(st)) {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "the job never got to: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_for_step(port: u16, step: u64) {
+    wait_until(port, &format!("step {step}"), |st| st["step"].as_u64().is_some_and(|s| s >= step));
+}
+
+/// Sends `signal` (e.g. "-9", "-STOP") to the process whose pid `draco run` wrote to `pid_file`.
+fn signal(pid_file: &Path, signal: &str) {
     let pid = std::fs::read_to_string(pid_file).unwrap();
-    assert!(Command::new("kill").args(["-9", pid.trim()]).status().unwrap().success());
+    assert!(Command::new("kill").args([signal, pid.trim()]).status().unwrap().success());
 }
 
 #[test]
@@ -242,17 +259,10 @@ fn killed_worker_and_killed_ps_recover_to_the_uninterrupted_model() {
     let run_dir = dir.join("killed");
     std::fs::create_dir_all(&run_dir).unwrap();
     let (mut child, port) = start(&run_dir, &yaml);
-    let wait_for = |step: u64| {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while status_step(port).is_none_or(|s| s < step) {
-            assert!(Instant::now() < deadline, "the job stalled before step {step}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    wait_for(12);
-    kill9(&run_dir.join("run/pids/worker-2"));
-    wait_for(22);
-    kill9(&run_dir.join("run/pids/ps"));
+    wait_for_step(port, 12);
+    signal(&run_dir.join("run/pids/worker-2"), "-9");
+    wait_for_step(port, 22);
+    signal(&run_dir.join("run/pids/ps"), "-9");
     let status = child.wait().unwrap();
     assert!(status.success(), "the job should survive a killed worker and a killed PS");
     let summary: Value =
@@ -266,4 +276,51 @@ fn killed_worker_and_killed_ps_recover_to_the_uninterrupted_model() {
         summary["status"]["paramsDigest"], reference["status"]["paramsDigest"],
         "resumed model differs from the uninterrupted one"
     );
+}
+
+/// With a liar in the group, one more member gone leaves 2s + e > r - 1: the group cannot be
+/// decoded, so the PS must say it waits (not guess, not skip) and hold the step; the member
+/// that comes back rejoins at that step and the job ends with the uninterrupted model.
+#[test]
+fn a_group_beyond_its_erasure_bound_waits_for_the_member_that_comes_back() {
+    let dir = scratch("wait");
+    let drill = "  adversary: {count: 1, attack: reverse, scale: 100, placement: fixed}\n";
+    let yaml = job_yaml("wait", "repetition", 6, 3, 1, 30, drill)
+        .replace("stragglerTimeoutSeconds: 20", "stragglerTimeoutSeconds: 1");
+    let liar = DracoJob::from_yaml(&yaml).unwrap().job_config().adversaries_at(0)[0];
+    // Another member of the liar's group (groups are consecutive ranks, r = 3).
+    let victim = if liar.is_multiple_of(3) { liar + 1 } else { liar - 1 };
+    let reference = run(&dir.join("clean"), &yaml);
+    let run_dir = dir.join("interrupted");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let (mut child, port) = start(&run_dir, &yaml);
+    wait_for_step(port, 8);
+    // A hung member first: the PS must wait for it, saying so, and not advance.
+    let pid_file = run_dir.join("run/pids").join(format!("worker-{victim}"));
+    signal(&pid_file, "-STOP");
+    let waiting = wait_until(port, "a wait for the stopped worker", |st| {
+        // "step N: waiting for workers [a, b] (why)"
+        let message = st["message"].as_str().unwrap_or("");
+        let Some(list) = message.split("waiting for workers [").nth(1).and_then(|rest| rest.split(']').next()) else {
+            return false;
+        };
+        list.split(", ").any(|w| w == victim.to_string())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let held = status(port).expect("the PS answers while it waits");
+    assert_eq!(held["step"], waiting["step"], "the PS advanced without the group: {held}");
+    assert_eq!(held["undecodableSteps"], 0, "{held}");
+    // Then it dies; `draco run` restarts it like a pod restart and it rejoins at the held step.
+    signal(&pid_file, "-9");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the job should finish once the member is back");
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("run/summary.json")).unwrap()).unwrap();
+    assert!(summary["restarts"].as_u64().unwrap() >= 1, "{summary}");
+    assert_eq!(
+        summary["status"]["paramsDigest"], reference["status"]["paramsDigest"],
+        "the model differs from the uninterrupted run's"
+    );
+    let named = named_per_worker(&summary, 6);
+    assert_eq!(named.iter().sum::<u64>(), named[liar], "an honest worker was named: {named:?}");
 }
