@@ -34,10 +34,11 @@ pub enum Rejection {
     WrongLength,
     BadChunk,
     EmptyStream,
+    Superseded,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 10] = [
+    pub const ALL: [Rejection; 11] = [
         Rejection::Unauthenticated,
         Rejection::UnknownRank,
         Rejection::LayoutMismatch,
@@ -48,6 +49,7 @@ impl Rejection {
         Rejection::WrongLength,
         Rejection::BadChunk,
         Rejection::EmptyStream,
+        Rejection::Superseded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +64,7 @@ impl Rejection {
             Rejection::WrongLength => "wrong_length",
             Rejection::BadChunk => "bad_chunk",
             Rejection::EmptyStream => "empty_stream",
+            Rejection::Superseded => "superseded",
         }
     }
 
@@ -75,6 +78,8 @@ impl Rejection {
             Rejection::FutureStep => tonic::Code::OutOfRange,
             Rejection::Duplicate => tonic::Code::AlreadyExists,
             Rejection::WrongLength | Rejection::BadChunk | Rejection::EmptyStream => tonic::Code::InvalidArgument,
+            // What a retry does to its own earlier attempt: the sender may try again.
+            Rejection::Superseded => tonic::Code::Aborted,
         }
     }
 }
@@ -238,7 +243,10 @@ impl Service {
             ));
         }
         // Sizes checked: now a buffer may be taken. Its old contents are all overwritten below
-        // before it is stored (anything short of the full length is refused).
+        // before it is stored (anything short of the full length is refused). One buffer per
+        // rank at most: a rank's newer push ends this one (a retry after a broken connection,
+        // or a liar opening many slow pushes to pin the PS's memory).
+        let mut claim = PushClaim::new(s, rank);
         let mut message = s.message_buffer();
         let mut filled = 0;
         let mut loss = first.loss;
@@ -276,7 +284,16 @@ impl Service {
             if chunk.loss != 0.0 {
                 loss = chunk.loss;
             }
-            next = match stream.next().await {
+            let received = tokio::select! {
+                received = stream.next() => received,
+                () = claim.superseded() => {
+                    return Err(self.reject(
+                        Rejection::Superseded,
+                        format!("rank {rank}: a newer push from the same rank replaced this one (step {step})"),
+                    ));
+                }
+            };
+            next = match received {
                 Some(Ok(c)) => Some(c),
                 Some(Err(status)) => return Err(status),
                 None => None,
@@ -363,6 +380,41 @@ impl Service {
                 format!("rank {rank} pushed step {step}, the PS is gathering step {current}"),
             )
         }
+    }
+}
+
+/// A push's turn to receive for its rank, counted in `draco_pushes_in_flight` while held.
+pub(crate) struct PushClaim<'a> {
+    shared: &'a Shared,
+    generation: u64,
+    newer: tokio::sync::watch::Receiver<u64>,
+}
+
+impl<'a> PushClaim<'a> {
+    fn new(shared: &'a Shared, rank: usize) -> PushClaim<'a> {
+        let generations = &shared.push_generations[rank];
+        let mut generation = 0;
+        generations.send_modify(|g| {
+            *g += 1;
+            generation = *g;
+        });
+        shared.metrics.pushes_in_flight.inc();
+        PushClaim { shared, generation, newer: generations.subscribe() }
+    }
+
+    /// Resolves once a newer push from the same rank has claimed its turn.
+    async fn superseded(&mut self) {
+        let generation = self.generation;
+        if self.newer.wait_for(|g| *g != generation).await.is_err() {
+            // The PS is shutting down: nothing will replace this push.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for PushClaim<'_> {
+    fn drop(&mut self) {
+        self.shared.metrics.pushes_in_flight.dec();
     }
 }
 

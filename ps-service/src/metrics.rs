@@ -18,6 +18,7 @@ pub struct Metrics {
     pub step_phase_seconds: HistogramVec,
     pub step_seconds: Histogram,
     pub gradient_bytes: IntCounter,
+    pub pushes_in_flight: IntGauge,
     pub messages: IntCounterVec,
     pub rejected: IntCounterVec,
     pub decode_outcomes: IntCounterVec,
@@ -49,6 +50,10 @@ impl Metrics {
             step_seconds: set.histogram("draco_step_seconds", "Wall time of one whole training step", &SECONDS_BUCKETS),
             gradient_bytes: set
                 .counter("draco_gradient_bytes_total", "Coded gradient bytes accepted by the parameter server"),
+            pushes_in_flight: set.int_gauge(
+                "draco_pushes_in_flight",
+                "Gradient pushes past their checks and still receiving chunks (at most one per worker)",
+            ),
             messages: set.counter_vec(
                 "draco_gradient_messages_total",
                 "Coded gradient messages accepted, by worker",

@@ -222,3 +222,79 @@ async fn hostile_requests_are_refused_and_counted_while_the_ps_keeps_serving() {
     assert!(text.contains("draco_suspects_total{reason=\"outvoted_in_group\",worker=\"2\"} 1"), "late liar named");
     ps.stop().await;
 }
+
+/// The value of an unlabelled metric.
+fn value(metrics: &str, name: &str) -> f64 {
+    metrics.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).map_or(f64::NAN, |v| v.trim().parse().unwrap())
+}
+
+/// Polls `/metrics` until `metric` reads `want` (a PS-side event the test cannot await).
+async fn until_metric(http: SocketAddr, metric: impl Fn(&str) -> f64, want: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = metric(&metrics(http).await);
+        if got == want {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "metric stayed at {got}, expected {want}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A liar holding many half-sent pushes open would pin one message buffer each; instead a
+/// rank's newer push replaces its older one still in flight (as an honest retry after a broken
+/// connection needs), so at most one per rank receives at a time, and other ranks are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ranks_newer_push_replaces_its_stalled_one() {
+    let tokens: Vec<String> = vec!["aaaa".into(), "bbbb".into(), "cccc".into()];
+    let ps = draco_ps::LoopbackPs::start(job(), tokens.clone()).unwrap();
+    let (grpc, http) = (ps.grpc, ps.http);
+    let client = loop {
+        match ParameterServerClient::connect(format!("http://{grpc}")).await {
+            Ok(c) => break c,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let probe =
+        draco_model::initial_parameters(&draco_model::Architecture::Mlp { hidden: vec![8] }, [1, 28, 28], 10, 1).1;
+    let join = JoinRequest { layout_digest: probe.digest(), param_count: probe.len() as u64 };
+    let joined = client.clone().join(request(join, "0", "aaaa")).await.unwrap().into_inner();
+    let (inc, n) = (joined.incarnation.clone(), joined.message_len);
+    let good: Vec<f32> = vec![0.25; n as usize];
+    // Half a message, then silence: the stream stays open while its sender is kept.
+    let stalled = |rank: &'static str, token: &'static str| {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        tx.unbounded_send(chunk(&inc, 0, 0, n, &good[..n as usize / 2])).unwrap();
+        let mut client = client.clone();
+        let call = tokio::spawn(async move { client.push_gradient(request(rx, rank, token)).await.map(|_| ()) });
+        (tx, call)
+    };
+    let in_flight = |m: &str| value(m, "draco_pushes_in_flight");
+    let superseded = |m: &str| counted(m, "superseded");
+
+    let (_rank1_sender, rank1_call) = stalled("1", "bbbb");
+    until_metric(http, in_flight, 1.0).await;
+    let mut held = Vec::new();
+    for replaced in 0..5 {
+        held.push(stalled("0", "aaaa"));
+        until_metric(http, superseded, f64::from(replaced)).await;
+        until_metric(http, in_flight, 2.0).await;
+    }
+    // The newest half-sent push gives way to a whole one from the same rank.
+    push(&mut client.clone(), "0", "aaaa", vec![chunk(&inc, 0, 0, n, &good)]).await.expect("rank 0's whole push");
+    for (_sender, call) in held {
+        let refused = call.await.unwrap().expect_err("a replaced push is refused");
+        assert_eq!(refused.code(), Code::Aborted, "{refused:?}");
+        assert!(refused.message().contains("a newer push from the same rank replaced this one"), "{refused:?}");
+    }
+    until_metric(http, superseded, 5.0).await;
+    // Rank 1's stalled push was never touched by rank 0's; its own retry replaces it.
+    until_metric(http, in_flight, 1.0).await;
+    push(&mut client.clone(), "1", "bbbb", vec![chunk(&inc, 0, 0, n, &good)]).await.expect("rank 1's retry");
+    assert_eq!(rank1_call.await.unwrap().expect_err("replaced by the retry").code(), Code::Aborted);
+    push(&mut client.clone(), "2", "cccc", vec![chunk(&inc, 0, 0, n, &good)]).await.expect("rank 2");
+    until_metric(http, in_flight, 0.0).await;
+    until_metric(http, |m| value(m, "draco_steps_total"), 1.0).await;
+    assert_eq!(superseded(&metrics(http).await), 6.0);
+    ps.stop().await;
+}
