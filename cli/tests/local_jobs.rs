@@ -245,6 +245,12 @@ fn wait_for_step(port: u16, step: u64) {
     wait_until(port, &format!("step {step}"), |st| st["step"].as_u64().is_some_and(|s| s >= step));
 }
 
+/// Waits for a `draco run` started by [`start`] in `dir`, which must succeed; its summary.json.
+fn finished(mut child: std::process::Child, dir: &Path, why: &str) -> Value {
+    assert!(child.wait().unwrap().success(), "{why}");
+    serde_json::from_str(&std::fs::read_to_string(dir.join("run/summary.json")).unwrap()).unwrap()
+}
+
 /// Sends `signal` (e.g. "-9", "-STOP") to the process whose pid `draco run` wrote to `pid_file`.
 fn signal(pid_file: &Path, signal: &str) {
     let pid = std::fs::read_to_string(pid_file).unwrap();
@@ -258,15 +264,12 @@ fn killed_worker_and_killed_ps_recover_to_the_uninterrupted_model() {
     let reference = run(&dir.join("clean"), &yaml);
     let run_dir = dir.join("killed");
     std::fs::create_dir_all(&run_dir).unwrap();
-    let (mut child, port) = start(&run_dir, &yaml);
+    let (child, port) = start(&run_dir, &yaml);
     wait_for_step(port, 12);
     signal(&run_dir.join("run/pids/worker-2"), "-9");
     wait_for_step(port, 22);
     signal(&run_dir.join("run/pids/ps"), "-9");
-    let status = child.wait().unwrap();
-    assert!(status.success(), "the job should survive a killed worker and a killed PS");
-    let summary: Value =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join("run/summary.json")).unwrap()).unwrap();
+    let summary = finished(child, &run_dir, "the job should survive a killed worker and a killed PS");
     assert!(summary["restarts"].as_u64().unwrap() >= 2, "{summary}");
     assert!(
         summary["status"]["resumedFromStep"].as_u64().unwrap() >= 20,
@@ -293,7 +296,7 @@ fn a_group_beyond_its_erasure_bound_waits_for_the_member_that_comes_back() {
     let reference = run(&dir.join("clean"), &yaml);
     let run_dir = dir.join("interrupted");
     std::fs::create_dir_all(&run_dir).unwrap();
-    let (mut child, port) = start(&run_dir, &yaml);
+    let (child, port) = start(&run_dir, &yaml);
     wait_for_step(port, 8);
     // A hung member first: the PS must wait for it, saying so, and not advance.
     let pid_file = run_dir.join("run/pids").join(format!("worker-{victim}"));
@@ -312,10 +315,7 @@ fn a_group_beyond_its_erasure_bound_waits_for_the_member_that_comes_back() {
     assert_eq!(held["undecodableSteps"], 0, "{held}");
     // Then it dies; `draco run` restarts it like a pod restart and it rejoins at the held step.
     signal(&pid_file, "-9");
-    let status = child.wait().unwrap();
-    assert!(status.success(), "the job should finish once the member is back");
-    let summary: Value =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join("run/summary.json")).unwrap()).unwrap();
+    let summary = finished(child, &run_dir, "the job should finish once the member is back");
     assert!(summary["restarts"].as_u64().unwrap() >= 1, "{summary}");
     assert_eq!(
         summary["status"]["paramsDigest"], reference["status"]["paramsDigest"],

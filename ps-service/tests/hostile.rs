@@ -65,10 +65,20 @@ fn counted(metrics: &str, reason: &str) -> f64 {
     metrics.lines().find_map(|l| l.strip_prefix(&key)).map_or(0.0, |v| v.trim().parse().unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_requests_are_refused_and_counted_while_the_ps_keeps_serving() {
+/// A PS for `job()` with tokens aaaa, bbbb, cccc, and a client that joined as rank 0.
+struct Started {
+    ps: draco_ps::LoopbackPs,
+    grpc: SocketAddr,
+    http: SocketAddr,
+    client: ParameterServerClient<Channel>,
+    /// The PS's incarnation and the message length, as the join told them.
+    inc: String,
+    n: u64,
+}
+
+async fn start() -> Started {
     let tokens: Vec<String> = vec!["aaaa".into(), "bbbb".into(), "cccc".into()];
-    let ps = draco_ps::LoopbackPs::start(job(), tokens.clone()).unwrap();
+    let ps = draco_ps::LoopbackPs::start(job(), tokens).unwrap();
     let (grpc, http) = (ps.grpc, ps.http);
     let mut client = loop {
         match ParameterServerClient::connect(format!("http://{grpc}")).await {
@@ -76,12 +86,16 @@ async fn hostile_requests_are_refused_and_counted_while_the_ps_keeps_serving() {
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     };
-    // Honest join tells us the incarnation and the message size.
     let probe =
         draco_model::initial_parameters(&draco_model::Architecture::Mlp { hidden: vec![8] }, [1, 28, 28], 10, 1).1;
     let join = JoinRequest { layout_digest: probe.digest(), param_count: probe.len() as u64 };
     let joined = client.join(request(join, "0", "aaaa")).await.unwrap().into_inner();
-    let (inc, n) = (joined.incarnation.clone(), joined.message_len);
+    Started { ps, grpc, http, client, inc: joined.incarnation, n: joined.message_len }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_are_refused_and_counted_while_the_ps_keeps_serving() {
+    let Started { ps, grpc, http, mut client, inc, n } = start().await;
     let good: Vec<f32> = vec![0.25; n as usize];
 
     let expect = |r: Result<(), tonic::Status>, code: Code, text: &str| {
@@ -246,20 +260,7 @@ async fn until_metric(http: SocketAddr, metric: impl Fn(&str) -> f64, want: f64)
 /// connection needs), so at most one per rank receives at a time, and other ranks are untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ranks_newer_push_replaces_its_stalled_one() {
-    let tokens: Vec<String> = vec!["aaaa".into(), "bbbb".into(), "cccc".into()];
-    let ps = draco_ps::LoopbackPs::start(job(), tokens.clone()).unwrap();
-    let (grpc, http) = (ps.grpc, ps.http);
-    let client = loop {
-        match ParameterServerClient::connect(format!("http://{grpc}")).await {
-            Ok(c) => break c,
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
-    let probe =
-        draco_model::initial_parameters(&draco_model::Architecture::Mlp { hidden: vec![8] }, [1, 28, 28], 10, 1).1;
-    let join = JoinRequest { layout_digest: probe.digest(), param_count: probe.len() as u64 };
-    let joined = client.clone().join(request(join, "0", "aaaa")).await.unwrap().into_inner();
-    let (inc, n) = (joined.incarnation.clone(), joined.message_len);
+    let Started { ps, http, client, inc, n, .. } = start().await;
     let good: Vec<f32> = vec![0.25; n as usize];
     // Half a message, then silence: the stream stays open while its sender is kept.
     let stalled = |rank: &'static str, token: &'static str| {
