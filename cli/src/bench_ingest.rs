@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub struct IngestArgs {
     /// Steps pushed through the PS per model size, and rounds of each TCP baseline: the
     /// fastest of each is reported (the same count for both, so neither gets more tries).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     steps: u64,
     /// Workers pushing concurrently (each holds a d ~ 5M message in flight: 19 MB).
     #[arg(long, default_value_t = 3, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=32))]

@@ -290,6 +290,7 @@ fn a_group_beyond_its_erasure_bound_waits_for_the_member_that_comes_back() {
     let drill = "  adversary: {count: 1, attack: reverse, scale: 100, placement: fixed}\n";
     let yaml = job_yaml("wait", "repetition", 6, 3, 1, 30, drill)
         .replace("stragglerTimeoutSeconds: 20", "stragglerTimeoutSeconds: 1");
+    assert!(yaml.contains("stragglerTimeoutSeconds: 1\n"), "the job template changed: {yaml}");
     let liar = DracoJob::from_yaml(&yaml).unwrap().job_config().adversaries_at(0)[0];
     // Another member of the liar's group (groups are consecutive ranks, r = 3).
     let victim = if liar.is_multiple_of(3) { liar + 1 } else { liar - 1 };
@@ -301,18 +302,28 @@ fn a_group_beyond_its_erasure_bound_waits_for_the_member_that_comes_back() {
     // A hung member first: the PS must wait for it, saying so, and not advance.
     let pid_file = run_dir.join("run/pids").join(format!("worker-{victim}"));
     signal(&pid_file, "-STOP");
-    let waiting = wait_until(port, "a wait for the stopped worker", |st| {
+    let waits_for_victim = |st: &Value| {
         // "step N: waiting for workers [a, b] (why)"
         let message = st["message"].as_str().unwrap_or("");
         let Some(list) = message.split("waiting for workers [").nth(1).and_then(|rest| rest.split(']').next()) else {
             return false;
         };
         list.split(", ").any(|w| w == victim.to_string())
-    });
-    std::thread::sleep(Duration::from_millis(1500));
-    let held = status(port).expect("the PS answers while it waits");
-    assert_eq!(held["step"], waiting["step"], "the PS advanced without the group: {held}");
-    assert_eq!(held["undecodableSteps"], 0, "{held}");
+    };
+    // Its push for the step it was stopped in may still have been on the wire, so the PS may
+    // wait for it one step later; a PS that gave up on the group would never hold a step for
+    // longer than the 1 s straggler timeout.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let waiting = wait_until(port, "a wait for the stopped worker", waits_for_victim);
+        std::thread::sleep(Duration::from_millis(2500));
+        let held = status(port).expect("the PS answers while it waits");
+        if held["step"] == waiting["step"] && waits_for_victim(&held) {
+            assert_eq!(held["undecodableSteps"], 0, "{held}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the PS never held a step for the stopped worker: {held}");
+    }
     // Then it dies; `draco run` restarts it like a pod restart and it rejoins at the held step.
     signal(&pid_file, "-9");
     let summary = finished(child, &run_dir, "the job should finish once the member is back");
@@ -322,5 +333,6 @@ fn a_group_beyond_its_erasure_bound_waits_for_the_member_that_comes_back() {
         "the model differs from the uninterrupted run's"
     );
     let named = named_per_worker(&summary, 6);
+    assert!(named[liar] > 0, "the liar was never named: {named:?}");
     assert_eq!(named.iter().sum::<u64>(), named[liar], "an honest worker was named: {named:?}");
 }

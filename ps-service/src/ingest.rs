@@ -216,9 +216,12 @@ impl Service {
         mut stream: impl Stream<Item = Result<GradientChunk, Status>> + Unpin,
     ) -> Result<PushReply, Status> {
         let s = &self.shared;
-        let first = match stream.next().await {
-            Some(Ok(chunk)) => chunk,
-            Some(Err(status)) => return Err(status),
+        // One push per rank at a time, from its first byte: a rank's newer push ends this one
+        // (an honest retry after a broken connection, or a liar opening many slow pushes to
+        // pin the PS's memory with half-received messages and buffers).
+        let mut claim = PushClaim::new(s, rank);
+        let first = match self.next_chunk(rank, &mut stream, &mut claim).await? {
+            Some(chunk) => chunk,
             None => {
                 return Err(
                     self.reject(Rejection::EmptyStream, format!("rank {rank} sent a gradient stream with no chunk"))
@@ -243,10 +246,7 @@ impl Service {
             ));
         }
         // Sizes checked: now a buffer may be taken. Its old contents are all overwritten below
-        // before it is stored (anything short of the full length is refused). One buffer per
-        // rank at most: a rank's newer push ends this one (a retry after a broken connection,
-        // or a liar opening many slow pushes to pin the PS's memory).
-        let mut claim = PushClaim::new(s, rank);
+        // before it is stored (anything short of the full length is refused).
         let mut message = s.message_buffer();
         let mut filled = 0;
         let mut loss = first.loss;
@@ -284,20 +284,7 @@ impl Service {
             if chunk.loss != 0.0 {
                 loss = chunk.loss;
             }
-            let received = tokio::select! {
-                received = stream.next() => received,
-                () = claim.superseded() => {
-                    return Err(self.reject(
-                        Rejection::Superseded,
-                        format!("rank {rank}: a newer push from the same rank replaced this one (step {step})"),
-                    ));
-                }
-            };
-            next = match received {
-                Some(Ok(c)) => Some(c),
-                Some(Err(status)) => return Err(status),
-                None => None,
-            };
+            next = self.next_chunk(rank, &mut stream, &mut claim).await?;
         }
         if filled != s.message_len {
             return Err(self.reject(
@@ -324,6 +311,22 @@ impl Service {
         s.metrics.messages.with_label_values(&[&rank.to_string()]).inc();
         s.arrivals.notify_one();
         Ok(PushReply { step, decoded: decoded_before })
+    }
+
+    /// The stream's next chunk (`None` at its end), unless a newer push from the rank comes first.
+    async fn next_chunk(
+        &self,
+        rank: usize,
+        stream: &mut (impl Stream<Item = Result<GradientChunk, Status>> + Unpin),
+        claim: &mut PushClaim<'_>,
+    ) -> Result<Option<GradientChunk>, Status> {
+        tokio::select! {
+            received = stream.next() => received.transpose(),
+            () = claim.superseded() => Err(self.reject(
+                Rejection::Superseded,
+                format!("rank {rank}: a newer push from the same rank replaced this one"),
+            )),
+        }
     }
 
     /// A vector for a recently decoded step: not needed for the sum, but its sender still gets

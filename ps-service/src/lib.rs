@@ -226,6 +226,13 @@ pub async fn run(
             .initial_connection_window_size(32 * 1024 * 1024)
             // Frames as large as a chunk: fewer, larger HTTP/2 frames per gradient.
             .max_frame_size(draco_proto::MAX_FRAME)
+            // A worker uses at most three streams at once (join, fetch, push); the limit keeps
+            // one connection from holding thousands of waiting calls.
+            .max_concurrent_streams(32)
+            // Peers that vanish without closing (a dead node, a cut network) are found by
+            // pings and their calls end, instead of holding their tasks and buffers forever.
+            .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .add_service(service)
             // Our own listener (bound above, so a bad address fails before anything starts); tonic
             // ignores its TCP settings for such listeners, so TCP_NODELAY is set here: without it a

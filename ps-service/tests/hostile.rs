@@ -262,10 +262,13 @@ async fn until_metric(http: SocketAddr, metric: impl Fn(&str) -> f64, want: f64)
 async fn a_ranks_newer_push_replaces_its_stalled_one() {
     let Started { ps, http, client, inc, n, .. } = start().await;
     let good: Vec<f32> = vec![0.25; n as usize];
-    // Half a message, then silence: the stream stays open while its sender is kept.
-    let stalled = |rank: &'static str, token: &'static str| {
+    // Half a message (or nothing at all), then silence: the stream stays open while its
+    // sender is kept.
+    let stalled = |rank: &'static str, token: &'static str, half: bool| {
         let (tx, rx) = futures::channel::mpsc::unbounded();
-        tx.unbounded_send(chunk(&inc, 0, 0, n, &good[..n as usize / 2])).unwrap();
+        if half {
+            tx.unbounded_send(chunk(&inc, 0, 0, n, &good[..n as usize / 2])).unwrap();
+        }
         let mut client = client.clone();
         let call = tokio::spawn(async move { client.push_gradient(request(rx, rank, token)).await.map(|_| ()) });
         (tx, call)
@@ -273,11 +276,11 @@ async fn a_ranks_newer_push_replaces_its_stalled_one() {
     let in_flight = |m: &str| value(m, "draco_pushes_in_flight");
     let superseded = |m: &str| counted(m, "superseded");
 
-    let (_rank1_sender, rank1_call) = stalled("1", "bbbb");
+    let (_rank1_sender, rank1_call) = stalled("1", "bbbb", true);
     until_metric(http, in_flight, 1.0).await;
     let mut held = Vec::new();
     for replaced in 0..5 {
-        held.push(stalled("0", "aaaa"));
+        held.push(stalled("0", "aaaa", replaced % 2 == 0));
         until_metric(http, superseded, f64::from(replaced)).await;
         until_metric(http, in_flight, 2.0).await;
     }

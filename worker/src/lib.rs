@@ -196,6 +196,18 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<WorkerSummary> {
                 }
                 // Someone (our earlier attempt) already delivered, or the PS moved on.
                 Err(s) if s.code() == Code::AlreadyExists || s.message().starts_with("stale_step") => {}
+                // Another process pushed as this rank (a replaced pod still running): give it
+                // time to finish instead of cutting its push off again and again.
+                Err(s) if s.message().starts_with("superseded") => {
+                    // Jittered by the clock's nanoseconds, so two such processes fall out of step.
+                    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                    let pause = Duration::from_millis(500 + u64::from(nanos.subsec_nanos()) % 1500);
+                    tracing::warn!(rank, step, "another push as rank {rank} replaced ours; retrying in {pause:?}");
+                    summary.reconnects += 1;
+                    metrics.reconnects.inc();
+                    tokio::time::sleep(pause).await;
+                    continue 'session;
+                }
                 Err(s) if s.message().starts_with("wrong_incarnation") => {
                     tracing::warn!(rank, "the parameter server restarted: joining again");
                     summary.reconnects += 1;
