@@ -3,6 +3,8 @@
 //! encoding to get right and one place to make fast. On little-endian machines (all that
 //! Draco ships for) every conversion is a plain memory copy or no copy at all.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 const LITTLE_ENDIAN: bool = cfg!(target_endian = "little");
@@ -22,13 +24,28 @@ pub fn f32s_to_bytes(values: &[f32]) -> Bytes {
 /// `values` as little-endian bytes, without copying where the machine is little-endian: the
 /// bytes own the vector.
 pub fn into_le_bytes(values: Vec<f32>) -> Bytes {
-    struct LeF32s(Vec<f32>);
-    impl AsRef<[u8]> for LeF32s {
+    le_bytes_of(values, |v| v.as_slice())
+}
+
+/// `values` as little-endian bytes sharing the vector (no copy on little-endian machines):
+/// every caller slicing them, e.g. each worker fetching the published parameters, shares one
+/// vector instead of holding its own copy.
+pub fn shared_le_bytes(values: Arc<Vec<f32>>) -> Bytes {
+    le_bytes_of(values, |v| v.as_slice())
+}
+
+/// Bytes owning `owner`, whose f32s `view` shows.
+fn le_bytes_of<T: Send + 'static>(owner: T, view: fn(&T) -> &[f32]) -> Bytes {
+    struct LeF32s<T> {
+        owner: T,
+        view: fn(&T) -> &[f32],
+    }
+    impl<T> AsRef<[u8]> for LeF32s<T> {
         fn as_ref(&self) -> &[u8] {
-            bytemuck::cast_slice(&self.0)
+            bytemuck::cast_slice((self.view)(&self.owner))
         }
     }
-    if LITTLE_ENDIAN { Bytes::from_owner(LeF32s(values)) } else { f32s_to_bytes(&values) }
+    if LITTLE_ENDIAN { Bytes::from_owner(LeF32s { owner, view }) } else { f32s_to_bytes(view(&owner)) }
 }
 
 /// Fills `out` from the little-endian f32s in `bytes` (any alignment). The caller has checked
@@ -72,6 +89,7 @@ mod tests {
         assert_eq!(back[0], 7.0);
         assert_eq!(bits(&back[1..]), bits(&EDGE_CASES));
         assert_eq!(into_le_bytes(EDGE_CASES.to_vec()), bytes);
+        assert_eq!(shared_le_bytes(Arc::new(EDGE_CASES.to_vec())).slice(4..12), bytes.slice(4..12));
     }
 
     #[test]

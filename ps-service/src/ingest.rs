@@ -173,16 +173,18 @@ impl ParameterServer for Service {
             }
         };
         let total = published.params.len() as u64;
-        let chunks: Vec<Result<ParameterChunk, Status>> = published
-            .params
-            .chunks(CHUNK_VALUES)
-            .enumerate()
-            .map(|(i, c)| {
+        // Slices of one shared byte view of the published vector: P workers fetching at once
+        // hold no copies of the parameters (tonic's encoder copies each chunk as it is sent).
+        let bytes = draco_proto::payload::shared_le_bytes(published.params.clone());
+        let chunks: Vec<Result<ParameterChunk, Status>> = (0..published.params.len())
+            .step_by(CHUNK_VALUES)
+            .map(|offset| {
+                let end = (offset + CHUNK_VALUES).min(published.params.len());
                 Ok(ParameterChunk {
                     step: published.step,
-                    offset: (i * CHUNK_VALUES) as u64,
+                    offset: offset as u64,
                     total,
-                    data: draco_proto::payload::f32s_to_bytes(c),
+                    data: bytes.slice(offset * 4..end * 4),
                     finished: published.finished,
                 })
             })
