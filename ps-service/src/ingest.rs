@@ -218,9 +218,11 @@ impl Service {
         mut stream: impl Stream<Item = Result<GradientChunk, Status>> + Unpin,
     ) -> Result<PushReply, Status> {
         let s = &self.shared;
-        // One push per rank at a time, from its first byte: a rank's newer push ends this one
-        // (an honest retry after a broken connection, or a liar opening many slow pushes to
-        // pin the PS's memory with half-received messages and buffers).
+        // At most two pushes per rank at a time, from their first byte, so a liar opening many
+        // slow pushes cannot pin the PS's memory with half-received messages and buffers: one
+        // before its first chunk's checks (a newer push ends it) and one past them (a newer
+        // push past its checks ends it: an honest retry after a broken connection replaces
+        // its dead attempt, but a stale or malformed push cannot cut a valid one off).
         let mut claim = PushClaim::new(s, rank);
         let first = match self.next_chunk(rank, &mut stream, &mut claim).await? {
             Some(chunk) => chunk,
@@ -247,6 +249,7 @@ impl Service {
                 format!("rank {rank} declared {} values for step {step}, expected {}", first.total, s.message_len),
             ));
         }
+        claim.checked();
         // Sizes checked: now a buffer may be taken. Its old contents are all overwritten below
         // before it is stored (anything short of the full length is refused).
         let mut message = s.message_buffer();
@@ -388,11 +391,21 @@ impl Service {
     }
 }
 
+/// The newest push of one rank that started, and the newest that passed its first chunk's
+/// checks (numbered in the order they started).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct PushGenerations {
+    started: u64,
+    checked: u64,
+}
+
 /// A push's turn to receive for its rank, counted in `draco_pushes_in_flight` while held.
 pub(crate) struct PushClaim<'a> {
     shared: &'a Shared,
+    rank: usize,
     generation: u64,
-    newer: tokio::sync::watch::Receiver<u64>,
+    checked: bool,
+    newer: tokio::sync::watch::Receiver<PushGenerations>,
 }
 
 impl<'a> PushClaim<'a> {
@@ -400,17 +413,26 @@ impl<'a> PushClaim<'a> {
         let generations = &shared.push_generations[rank];
         let mut generation = 0;
         generations.send_modify(|g| {
-            *g += 1;
-            generation = *g;
+            g.started += 1;
+            generation = g.started;
         });
         shared.metrics.pushes_in_flight.inc();
-        PushClaim { shared, generation, newer: generations.subscribe() }
+        PushClaim { shared, rank, generation, checked: false, newer: generations.subscribe() }
     }
 
-    /// Resolves once a newer push from the same rank has claimed its turn.
-    async fn superseded(&mut self) {
+    /// The push passed its first chunk's checks: from now on only a newer push that passed
+    /// them too replaces it, and it replaces any older one.
+    fn checked(&mut self) {
         let generation = self.generation;
-        if self.newer.wait_for(|g| *g != generation).await.is_err() {
+        self.shared.push_generations[self.rank].send_modify(|g| g.checked = g.checked.max(generation));
+        self.checked = true;
+    }
+
+    /// Resolves once a newer push from the same rank replaces this one.
+    async fn superseded(&mut self) {
+        let (generation, checked) = (self.generation, self.checked);
+        let replaced = |g: &PushGenerations| if checked { g.checked > generation } else { g.started > generation };
+        if self.newer.wait_for(replaced).await.is_err() {
             // The PS is shutting down: nothing will replace this push.
             std::future::pending::<()>().await;
         }
@@ -422,6 +444,9 @@ impl Drop for PushClaim<'_> {
         self.shared.metrics.pushes_in_flight.dec();
     }
 }
+
+/// Largest join or fetch request the PS decodes (they are tens of bytes).
+const CONTROL_MESSAGE_LIMIT: usize = 64 * 1024;
 
 /// The PS's gRPC routes: `PushGradient` is read straight from the HTTP/2 frames
 /// ([`draco_proto::push`]: no codec copies of the gradient), every other method goes to
@@ -437,8 +462,11 @@ impl Routes {
     /// Routes to `service`, accepting gRPC messages up to `max_message` bytes.
     pub fn new(service: Service, max_message: usize) -> Routes {
         let service = Arc::new(service);
+        // What reaches the generated server (join, fetch) is a few bytes; tonic decodes a
+        // request before the handler authenticates it, so a large limit would let anyone
+        // make the PS buffer that much per call.
         let generated = ParameterServerServer::from_arc(service.clone())
-            .max_decoding_message_size(max_message)
+            .max_decoding_message_size(CONTROL_MESSAGE_LIMIT)
             .max_encoding_message_size(max_message);
         Routes { service, generated, max_message }
     }

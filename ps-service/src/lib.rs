@@ -72,9 +72,9 @@ pub struct Shared {
     /// Message buffers of evicted rounds, reused for new messages: a fresh buffer costs a page
     /// fault per 4 KiB (or a memset) before the first byte lands, more than copying into it.
     spare_buffers: Mutex<Vec<Vec<f32>>>,
-    /// Per rank, how many pushes have started receiving: a newer push from a rank replaces
-    /// its older one still in flight (see [`ingest::PushClaim`]).
-    pub(crate) push_generations: Vec<watch::Sender<u64>>,
+    /// Per rank, the pushes that started and passed their checks: a newer push from a rank
+    /// replaces its older one still in flight (see [`ingest::PushClaim`]).
+    pub(crate) push_generations: Vec<watch::Sender<ingest::PushGenerations>>,
 }
 
 impl Shared {
@@ -207,7 +207,7 @@ pub async fn run(
         status: Mutex::new(status),
         ready: AtomicBool::new(false),
         spare_buffers: Mutex::new(Vec::new()),
-        push_generations: opts.tokens.iter().map(|_| watch::channel(0).0).collect(),
+        push_generations: opts.tokens.iter().map(|_| watch::channel(Default::default()).0).collect(),
     });
 
     let grpc_listener = tokio::net::TcpListener::bind(opts.grpc_addr)

@@ -256,8 +256,10 @@ async fn until_metric(http: SocketAddr, metric: impl Fn(&str) -> f64, want: f64)
 }
 
 /// A liar holding many half-sent pushes open would pin one message buffer each; instead a
-/// rank's newer push replaces its older one still in flight (as an honest retry after a broken
-/// connection needs), so at most one per rank receives at a time, and other ranks are untouched.
+/// rank has at most two pushes in flight: one that has not passed its first chunk's checks
+/// (a newer push replaces it) and one that has (only a newer push that passed them too
+/// replaces it, as an honest retry after a broken connection does, so a stale or empty push
+/// cannot cut a valid one off). Other ranks are untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ranks_newer_push_replaces_its_stalled_one() {
     let Started { ps, http, client, inc, n, .. } = start().await;
@@ -278,13 +280,27 @@ async fn a_ranks_newer_push_replaces_its_stalled_one() {
 
     let (_rank1_sender, rank1_call) = stalled("1", "bbbb", true);
     until_metric(http, in_flight, 1.0).await;
+    // Pushes that never send a chunk: each newer one replaces the one before.
     let mut held = Vec::new();
-    for replaced in 0..5 {
-        held.push(stalled("0", "aaaa", replaced % 2 == 0));
+    for replaced in 0..3 {
+        held.push(stalled("0", "aaaa", false));
         until_metric(http, superseded, f64::from(replaced)).await;
         until_metric(http, in_flight, 2.0).await;
     }
-    // The newest half-sent push gives way to a whole one from the same rank.
+    // A half-sent push replaces the last of them and passes its checks.
+    held.push(stalled("0", "aaaa", true));
+    until_metric(http, superseded, 3.0).await;
+    until_metric(http, in_flight, 2.0).await;
+    // Pushes that fail their checks leave it alone.
+    let future = push(&mut client.clone(), "0", "aaaa", vec![chunk(&inc, 5, 0, n, &good)]).await;
+    assert_eq!(future.expect_err("a future step").code(), Code::OutOfRange);
+    let empty = push(&mut client.clone(), "0", "aaaa", vec![]).await;
+    assert_eq!(empty.expect_err("no chunk").code(), Code::InvalidArgument);
+    let text = metrics(http).await;
+    assert_eq!((superseded(&text), in_flight(&text)), (3.0, 2.0), "a refused push replaced a valid one");
+    // A newer half-sent push replaces it, and a whole push replaces that one.
+    held.push(stalled("0", "aaaa", true));
+    until_metric(http, superseded, 4.0).await;
     push(&mut client.clone(), "0", "aaaa", vec![chunk(&inc, 0, 0, n, &good)]).await.expect("rank 0's whole push");
     for (_sender, call) in held {
         let refused = call.await.unwrap().expect_err("a replaced push is refused");

@@ -74,7 +74,12 @@ async fn connect(opts: &WorkerOptions) -> anyhow::Result<Channel> {
         .initial_stream_window_size(16 * 1024 * 1024)
         .initial_connection_window_size(32 * 1024 * 1024)
         .max_frame_size(draco_proto::MAX_FRAME)
-        .connect_timeout(Duration::from_secs(5));
+        .connect_timeout(Duration::from_secs(5))
+        // A PS that vanished without closing the connection (a dead node, a cut network) is
+        // noticed by pings within ~40 s, and the worker reconnects instead of waiting forever.
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true);
     let started = Instant::now();
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -199,9 +204,12 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<WorkerSummary> {
                 // Another process pushed as this rank (a replaced pod still running): give it
                 // time to finish instead of cutting its push off again and again.
                 Err(s) if s.message().starts_with("superseded") => {
-                    // Jittered by the clock's nanoseconds, so two such processes fall out of step.
-                    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-                    let pause = Duration::from_millis(500 + u64::from(nanos.subsec_nanos()) % 1500);
+                    // Jittered by a per-process random number, so two such processes fall out of step.
+                    let random = {
+                        use std::hash::{BuildHasher, Hasher};
+                        std::collections::hash_map::RandomState::new().build_hasher().finish()
+                    };
+                    let pause = Duration::from_millis(500 + random % 1500);
                     tracing::warn!(rank, step, "another push as rank {rank} replaced ours; retrying in {pause:?}");
                     summary.reconnects += 1;
                     metrics.reconnects.inc();
@@ -226,9 +234,11 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<WorkerSummary> {
     }
 }
 
-/// Connection-level failures (PS restarting, network blip): reconnect and rejoin.
+/// Connection-level failures (PS restarting, network blip, a connection closed after missed
+/// pings, which tonic reports as an HTTP/2 error): reconnect and rejoin.
 fn is_transient(s: &tonic::Status) -> bool {
     matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded | Code::Aborted)
+        || (s.code() == Code::Internal && s.message().starts_with("h2 protocol error"))
 }
 
 async fn fetch(client: &mut Client, step: u64) -> Result<(u64, Vec<f32>, bool), tonic::Status> {
