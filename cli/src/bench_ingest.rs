@@ -25,6 +25,9 @@ pub struct IngestArgs {
     /// Workers pushing concurrently (each holds a d ~ 5M message in flight: 19 MB).
     #[arg(long, default_value_t = 3, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=32))]
     workers: usize,
+    /// Model sizes to measure, from "800", "100k", "5M" (comma-separated; default all).
+    #[arg(long, value_delimiter = ',', value_parser = ["800", "100k", "5M"], default_value = "800,100k,5M")]
+    sizes: Vec<String>,
 }
 
 /// Untimed steps first: a PS reuses the message buffers of rounds that left the late-judging
@@ -33,7 +36,7 @@ const WARM_UP_STEPS: u64 = draco_ps::LATE_ROUNDS as u64 + 1;
 
 /// MLP hidden widths giving d ~ 800 (805: what one push costs regardless of size), d ~ 100k
 /// (101,770) and d ~ 5M (4,770,010) parameters on 28x28 inputs.
-const SIZES: [(usize, &str); 3] = [(1, "d ~ 800"), (128, "d ~ 100k"), (6000, "d ~ 5M")];
+const SIZES: [(usize, &str, &str); 3] = [(1, "800", "d ~ 800"), (128, "100k", "d ~ 100k"), (6000, "5M", "d ~ 5M")];
 
 pub fn run(args: &IngestArgs) -> anyhow::Result<()> {
     // Senders and receivers run on separate runtimes, as workers and the PS run in separate
@@ -56,7 +59,7 @@ pub fn run(args: &IngestArgs) -> anyhow::Result<()> {
         "decode ms",
         "update ms"
     );
-    for (hidden, label) in SIZES {
+    for (hidden, _, label) in SIZES.into_iter().filter(|(_, name, _)| args.sizes.iter().any(|s| s == name)) {
         let job = job(args.workers, hidden, WARM_UP_STEPS + args.steps);
         let (params, _) =
             draco_model::initial_parameters(&Architecture::Mlp { hidden: vec![hidden] }, [1, 28, 28], 10, 1);
