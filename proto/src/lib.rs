@@ -17,3 +17,6 @@ pub const AUTH_HEADER: &str = "authorization";
 pub const CHUNK_VALUES: usize = 256 * 1024;
 /// HTTP/2 frame size both ends accept: a whole chunk (plus framing) fits one frame.
 pub const MAX_FRAME: u32 = 2 * 1024 * 1024;
+/// How the status message of a parameter fetch starts when the PS published newer parameters
+/// before the fetch read the old ones (Aborted): the worker fetches again.
+pub const PARAMETERS_REPLACED: &str = "parameters_replaced";

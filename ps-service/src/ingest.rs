@@ -8,11 +8,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use draco_proto::push::{ChunkReader, PUSH_GRADIENT_PATH, ReadError};
 use draco_proto::v1::parameter_server_server::{ParameterServer, ParameterServerServer};
 use draco_proto::v1::{FetchRequest, GradientChunk, JoinReply, JoinRequest, ParameterChunk, PushReply};
-use draco_proto::{AUTH_HEADER, CHUNK_VALUES, RANK_HEADER};
+use draco_proto::{AUTH_HEADER, CHUNK_VALUES, PARAMETERS_REPLACED, RANK_HEADER};
 use futures::{Stream, StreamExt};
 use tonic::body::Body;
 use tonic::metadata::MetadataMap;
@@ -129,6 +128,37 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<ParameterChunk, Status>> + Send>>;
 
+/// The chunks of one published parameter vector, each made when the client is ready for it:
+/// slices of one shared byte view, so fetches hold no copies (tonic's encoder copies a chunk
+/// as it sends it). The stream holds the vector only weakly: a fetch whose reader stalls does
+/// not keep an old step's parameters alive once the PS has published newer ones; it ends with
+/// Aborted instead, and the worker fetches again.
+fn parameter_chunks(
+    params: std::sync::Weak<Vec<f32>>,
+    step: u64,
+    finished: bool,
+    len: usize,
+) -> impl Stream<Item = Result<ParameterChunk, Status>> + Send {
+    // An empty vector still sends one chunk: it carries the step and the finished flag.
+    let offsets: Vec<usize> = if len == 0 { vec![0] } else { (0..len).step_by(CHUNK_VALUES).collect() };
+    futures::stream::iter(offsets).map(move |offset| {
+        let params = params.upgrade().ok_or_else(|| {
+            Status::aborted(format!(
+                "{PARAMETERS_REPLACED}: the parameters of step {step} were replaced by newer ones before this \
+                 fetch read them: fetch again"
+            ))
+        })?;
+        let end = (offset + CHUNK_VALUES).min(len);
+        Ok(ParameterChunk {
+            step,
+            offset: offset as u64,
+            total: len as u64,
+            data: draco_proto::payload::shared_le_bytes(params).slice(offset * 4..end * 4),
+            finished,
+        })
+    })
+}
+
 #[tonic::async_trait]
 impl ParameterServer for Service {
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
@@ -172,35 +202,13 @@ impl ParameterServer for Service {
                 return Err(Status::unavailable("the parameter server is shutting down"));
             }
         };
-        let total = published.params.len() as u64;
-        // Slices of one shared byte view of the published vector: P workers fetching at once
-        // hold no copies of the parameters (tonic's encoder copies each chunk as it is sent).
-        let bytes = draco_proto::payload::shared_le_bytes(published.params.clone());
-        let chunks: Vec<Result<ParameterChunk, Status>> = (0..published.params.len())
-            .step_by(CHUNK_VALUES)
-            .map(|offset| {
-                let end = (offset + CHUNK_VALUES).min(published.params.len());
-                Ok(ParameterChunk {
-                    step: published.step,
-                    offset: offset as u64,
-                    total,
-                    data: bytes.slice(offset * 4..end * 4),
-                    finished: published.finished,
-                })
-            })
-            .collect();
-        let chunks = if chunks.is_empty() {
-            vec![Ok(ParameterChunk {
-                step: published.step,
-                offset: 0,
-                total,
-                data: Bytes::new(),
-                finished: published.finished,
-            })]
-        } else {
-            chunks
-        };
-        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+        let chunks = parameter_chunks(
+            Arc::downgrade(&published.params),
+            published.step,
+            published.finished,
+            published.params.len(),
+        );
+        Ok(Response::new(Box::pin(chunks)))
     }
 
     async fn push_gradient(&self, request: Request<Streaming<GradientChunk>>) -> Result<Response<PushReply>, Status> {
@@ -518,5 +526,45 @@ impl Service {
             Ok(reply) => draco_proto::push::reply_response(&reply),
             Err(status) => status.into_http(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(chunks: impl Stream<Item = Result<ParameterChunk, Status>>) -> Vec<Result<ParameterChunk, Status>> {
+        futures::executor::block_on(chunks.collect())
+    }
+
+    #[test]
+    fn parameter_chunks_cover_the_vector_in_order() {
+        let params = Arc::new((0..CHUNK_VALUES * 2 + 3).map(|i| i as f32).collect::<Vec<f32>>());
+        let chunks = collect(parameter_chunks(Arc::downgrade(&params), 7, false, params.len()));
+        assert_eq!(chunks.len(), 3);
+        let mut back = Vec::new();
+        for c in chunks {
+            let c = c.unwrap();
+            assert_eq!((c.step, c.offset, c.total), (7, back.len() as u64, params.len() as u64));
+            draco_proto::payload::extend_f32s(&mut back, &c.data);
+        }
+        assert_eq!(back, *params);
+        let empty = collect(parameter_chunks(Arc::downgrade(&Arc::new(Vec::new())), 3, true, 0));
+        assert!(empty.len() == 1 && empty[0].as_ref().unwrap().finished);
+    }
+
+    #[test]
+    fn a_stalled_fetch_does_not_keep_replaced_parameters_alive() {
+        let params = Arc::new(vec![1.0f32; CHUNK_VALUES * 2]);
+        let mut chunks = Box::pin(parameter_chunks(Arc::downgrade(&params), 4, false, params.len()));
+        let first = futures::executor::block_on(chunks.next()).unwrap().unwrap();
+        drop(first);
+        // The PS publishes step 5: nothing else holds step 4's vector.
+        let weak = Arc::downgrade(&params);
+        drop(params);
+        assert!(weak.upgrade().is_none(), "the fetch stream kept the old parameters");
+        let cut = futures::executor::block_on(chunks.next()).unwrap().unwrap_err();
+        assert_eq!(cut.code(), tonic::Code::Aborted);
+        assert!(cut.message().starts_with(PARAMETERS_REPLACED), "{}", cut.message());
     }
 }

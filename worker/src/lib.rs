@@ -148,6 +148,8 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<WorkerSummary> {
             let fetch_started = Instant::now();
             let (param_step, params, finished) = match fetch(&mut client, step).await {
                 Ok(v) => v,
+                // This worker fell a step behind while fetching: fetch the newer parameters.
+                Err(s) if s.message().starts_with(draco_proto::PARAMETERS_REPLACED) => continue,
                 Err(s) if is_transient(&s) => {
                     summary.reconnects += 1;
                     metrics.reconnects.inc();
