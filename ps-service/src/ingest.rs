@@ -498,6 +498,11 @@ impl tower_service::Service<http::Request<Body>> for Routes {
             let (service, max_message) = (self.service.clone(), self.max_message);
             Box::pin(async move { Ok(service.push_from_frames(request, max_message).await) })
         } else {
+            // Checked from the headers before tonic decodes anything: an unknown caller is
+            // refused without the PS buffering its request. (The handlers check again.)
+            if let Err(status) = self.service.authenticate(&MetadataMap::from_headers(request.headers().clone())) {
+                return Box::pin(async move { Ok(status.into_http()) });
+            }
             Box::pin(self.generated.call(request))
         }
     }

@@ -116,8 +116,11 @@ async fn hostile_requests_are_refused_and_counted_while_the_ps_keeps_serving() {
         "rank 7 is not in",
     );
     expect(push(&mut client, "-1", "aaaa", vec![]).await, Code::PermissionDenied, "must be a rank");
+    let before = counted(&metrics(http).await, "unauthenticated");
     let fetch = client.fetch_parameters(request(FetchRequest { step: 0 }, "1", "aaaa")).await.map(|_| ());
     expect(fetch, Code::Unauthenticated, "token");
+    // Refused once, from the headers, before the request is decoded.
+    assert_eq!(counted(&metrics(http).await, "unauthenticated"), before + 1.0);
     // A model that does not match.
     let wrong = client.join(request(JoinRequest { layout_digest: 1, param_count: 5 }, "1", "bbbb")).await.map(|_| ());
     expect(wrong, Code::FailedPrecondition, "this job's has");
