@@ -25,18 +25,44 @@ pub struct IngestArgs {
     /// Workers pushing concurrently (each holds a d ~ 5M message in flight: 19 MB).
     #[arg(long, default_value_t = 3, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=32))]
     workers: usize,
-    /// Model sizes to measure, from "800", "100k", "5M" (comma-separated; default all).
-    #[arg(long, value_delimiter = ',', value_parser = ["800", "100k", "5M"], default_value = "800,100k,5M")]
-    sizes: Vec<String>,
+    /// Model sizes to measure (comma-separated; default all).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "800,100k,5M")]
+    sizes: Vec<ModelSize>,
+}
+
+/// MLP 784-h-10 models: d ~ 800 (805: what one push costs regardless of size), d ~ 100k
+/// (101,770) and d ~ 5M (4,770,010) parameters.
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum ModelSize {
+    #[value(name = "800")]
+    Tiny,
+    #[value(name = "100k")]
+    Small,
+    #[value(name = "5M")]
+    Large,
+}
+
+impl ModelSize {
+    fn hidden(self) -> usize {
+        match self {
+            ModelSize::Tiny => 1,
+            ModelSize::Small => 128,
+            ModelSize::Large => 6000,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            ModelSize::Tiny => "d ~ 800",
+            ModelSize::Small => "d ~ 100k",
+            ModelSize::Large => "d ~ 5M",
+        }
+    }
 }
 
 /// Untimed steps first: a PS reuses the message buffers of rounds that left the late-judging
 /// window, so only from then on does a step look like the rest of a job.
 const WARM_UP_STEPS: u64 = draco_ps::LATE_ROUNDS as u64 + 1;
-
-/// MLP hidden widths giving d ~ 800 (805: what one push costs regardless of size), d ~ 100k
-/// (101,770) and d ~ 5M (4,770,010) parameters on 28x28 inputs.
-const SIZES: [(usize, &str, &str); 3] = [(1, "800", "d ~ 800"), (128, "100k", "d ~ 100k"), (6000, "5M", "d ~ 5M")];
 
 pub fn run(args: &IngestArgs) -> anyhow::Result<()> {
     // Senders and receivers run on separate runtimes, as workers and the PS run in separate
@@ -59,7 +85,8 @@ pub fn run(args: &IngestArgs) -> anyhow::Result<()> {
         "decode ms",
         "update ms"
     );
-    for (hidden, _, label) in SIZES.into_iter().filter(|(_, name, _)| args.sizes.iter().any(|s| s == name)) {
+    for size in [ModelSize::Tiny, ModelSize::Small, ModelSize::Large].into_iter().filter(|s| args.sizes.contains(s)) {
+        let (hidden, label) = (size.hidden(), size.label());
         let job = job(args.workers, hidden, WARM_UP_STEPS + args.steps);
         let (params, _) =
             draco_model::initial_parameters(&Architecture::Mlp { hidden: vec![hidden] }, [1, 28, 28], 10, 1);

@@ -20,3 +20,14 @@ pub const MAX_FRAME: u32 = 2 * 1024 * 1024;
 /// How the status message of a parameter fetch starts when the PS published newer parameters
 /// before the fetch read the old ones (Aborted): the worker fetches again.
 pub const PARAMETERS_REPLACED: &str = "parameters_replaced";
+
+/// Reasons a refused push's status message starts with that a worker acts on (the PS counts
+/// refusals under the same names in `draco_rejected_messages_total`).
+pub mod refusal {
+    /// The step is already closed: move on.
+    pub const STALE_STEP: &str = "stale_step";
+    /// The PS restarted since this worker joined: join again.
+    pub const WRONG_INCARNATION: &str = "wrong_incarnation";
+    /// A newer push as the same rank replaced this one: another process holds the rank.
+    pub const SUPERSEDED: &str = "superseded";
+}

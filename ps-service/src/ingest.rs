@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use draco_proto::push::{ChunkReader, PUSH_GRADIENT_PATH, ReadError};
 use draco_proto::v1::parameter_server_server::{ParameterServer, ParameterServerServer};
 use draco_proto::v1::{FetchRequest, GradientChunk, JoinReply, JoinRequest, ParameterChunk, PushReply};
-use draco_proto::{AUTH_HEADER, CHUNK_VALUES, PARAMETERS_REPLACED, RANK_HEADER};
+use draco_proto::{AUTH_HEADER, CHUNK_VALUES, PARAMETERS_REPLACED, RANK_HEADER, refusal};
 use futures::{Stream, StreamExt};
 use tonic::body::Body;
 use tonic::metadata::MetadataMap;
@@ -56,14 +56,14 @@ impl Rejection {
             Rejection::Unauthenticated => "unauthenticated",
             Rejection::UnknownRank => "unknown_rank",
             Rejection::LayoutMismatch => "layout_mismatch",
-            Rejection::WrongIncarnation => "wrong_incarnation",
-            Rejection::StaleStep => "stale_step",
+            Rejection::WrongIncarnation => refusal::WRONG_INCARNATION,
+            Rejection::StaleStep => refusal::STALE_STEP,
             Rejection::FutureStep => "future_step",
             Rejection::Duplicate => "duplicate",
             Rejection::WrongLength => "wrong_length",
             Rejection::BadChunk => "bad_chunk",
             Rejection::EmptyStream => "empty_stream",
-            Rejection::Superseded => "superseded",
+            Rejection::Superseded => refusal::SUPERSEDED,
         }
     }
 

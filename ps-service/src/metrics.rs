@@ -52,7 +52,7 @@ impl Metrics {
                 .counter("draco_gradient_bytes_total", "Coded gradient bytes accepted by the parameter server"),
             pushes_in_flight: set.int_gauge(
                 "draco_pushes_in_flight",
-                "Gradient pushes past their checks and still receiving chunks (at most one per worker)",
+                "Gradient pushes still receiving chunks (at most two per worker: one before its checks, one past them)",
             ),
             messages: set.counter_vec(
                 "draco_gradient_messages_total",

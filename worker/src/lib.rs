@@ -15,7 +15,7 @@ use draco_model::Split;
 use draco_proto::push::GradientPush;
 use draco_proto::v1::parameter_server_client::ParameterServerClient;
 use draco_proto::v1::{FetchRequest, JoinRequest};
-use draco_proto::{AUTH_HEADER, RANK_HEADER};
+use draco_proto::{AUTH_HEADER, PARAMETERS_REPLACED, RANK_HEADER, refusal};
 use tonic::Code;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
@@ -149,7 +149,7 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<WorkerSummary> {
             let (param_step, params, finished) = match fetch(&mut client, step).await {
                 Ok(v) => v,
                 // This worker fell a step behind while fetching: fetch the newer parameters.
-                Err(s) if s.message().starts_with(draco_proto::PARAMETERS_REPLACED) => continue,
+                Err(s) if s.message().starts_with(PARAMETERS_REPLACED) => continue,
                 Err(s) if is_transient(&s) => {
                     summary.reconnects += 1;
                     metrics.reconnects.inc();
@@ -202,10 +202,10 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<WorkerSummary> {
                     metrics.train_loss.set(f64::from(message.loss));
                 }
                 // Someone (our earlier attempt) already delivered, or the PS moved on.
-                Err(s) if s.code() == Code::AlreadyExists || s.message().starts_with("stale_step") => {}
+                Err(s) if s.code() == Code::AlreadyExists || s.message().starts_with(refusal::STALE_STEP) => {}
                 // Another process pushed as this rank (a replaced pod still running): give it
                 // time to finish instead of cutting its push off again and again.
-                Err(s) if s.message().starts_with("superseded") => {
+                Err(s) if s.message().starts_with(refusal::SUPERSEDED) => {
                     // Jittered by a per-process random number, so two such processes fall out of step.
                     let random = {
                         use std::hash::{BuildHasher, Hasher};
@@ -218,7 +218,7 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<WorkerSummary> {
                     tokio::time::sleep(pause).await;
                     continue 'session;
                 }
-                Err(s) if s.message().starts_with("wrong_incarnation") => {
+                Err(s) if s.message().starts_with(refusal::WRONG_INCARNATION) => {
                     tracing::warn!(rank, "the parameter server restarted: joining again");
                     summary.reconnects += 1;
                     metrics.reconnects.inc();
